@@ -1,0 +1,1 @@
+"""Scheduler: placement engine (pure), gang recognition, extender HTTP service, cluster-state watches, binder."""

@@ -1,0 +1,297 @@
+"""The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on 127.0.0.1.
+
+Side effects: starts processes, writes a work directory (PKI, kubeconfigs, logs, state.json).
+
+    with ControlPlane() as cp:                  # builds binaries on first use (cached), starts, waits ready
+        api = cp.api_client()                   # kubernetes.client.ApiClient as cluster-admin
+        create_nodes(api, load_cluster_spec("spec.yaml").hosts())
+
+Everything listens on loopback with ports the kernel picks; the API server serves TLS with our own CA,
+authenticates bearer tokens and authorizes with RBAC (+ Node). `stop()` (or leaving the `with`) stops every
+process, and checks that none of them and none of their ports remain.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simulations.controlplane import processes as P
+from simulations.controlplane.build import Binaries, cache_dir, ensure_binaries
+from simulations.controlplane.pki import create_pki, kubeconfig_text
+from simulations.controlplane.versions import KUBERNETES_VERSION
+
+STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+# What kwok needs: manage nodes and pods (status included), renew node leases, write events.
+_KWOK_RBAC = [
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "clique:kwok"},
+     "rules": [
+         {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch", "update", "patch", "delete"]},
+         {"apiGroups": [""], "resources": ["nodes/status", "pods/status"], "verbs": ["update", "patch"]},
+         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+     ]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "clique:kwok"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "clique:kwok"},
+     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "clique:kwok"}]},
+]
+
+
+def default_scheduler_config() -> dict[str, Any]:
+    return {"apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
+            "profiles": [{"schedulerName": "default-scheduler"}]}
+
+
+@dataclass
+class ControlPlaneOptions:
+    """How to start the control plane. Defaults suit tests on a 2-core machine."""
+
+    workdir: Path | None = None  # None: a fresh temporary directory, removed on stop
+    detached: bool = False  # True: processes outlive this Python process (CLI `cluster up`)
+    scheduler_config: dict[str, Any] | None = None  # KubeSchedulerConfiguration; None = stock profile only
+    start_scheduler: bool = True
+    start_kwok: bool = True
+    feature_gates: dict[str, bool] = field(default_factory=dict)  # passed to every Kubernetes component
+    runtime_config: dict[str, bool] = field(default_factory=dict)  # kube-apiserver --runtime-config (alpha APIs)
+    ready_timeout_s: float = 120.0
+
+
+class ControlPlane:
+    """A running local control plane. Use as a context manager, or start()/stop()."""
+
+    def __init__(self, options: ControlPlaneOptions | None = None, binaries: Binaries | None = None) -> None:
+        self.options = options or ControlPlaneOptions()
+        self._binaries = binaries
+        self._owns_workdir = self.options.workdir is None
+        self.workdir = Path(self.options.workdir or tempfile.mkdtemp(prefix="clique-cp-"))
+        self.procs: dict[str, P.Proc] = {}
+        self.ports: dict[str, int] = {}
+        self.tokens: dict[str, str] = {}
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.server = ""
+
+    # ----------------------------------------------------------------- lifecycle
+    def __enter__(self) -> "ControlPlane":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> "ControlPlane":
+        started = time.monotonic()
+        binaries = self._binaries or ensure_binaries()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_all(binaries)
+        except BaseException:
+            self.stop()
+            raise
+        self._write_state()
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _start_all(self, b: Binaries) -> None:
+        o = self.options
+        pki = create_pki(self.workdir / "pki")
+        self.tokens = pki.tokens
+        logs = self.workdir / "logs"
+        gates = ",".join(f"{k}={str(v).lower()}" for k, v in sorted(o.feature_gates.items()))
+        gate_args = [f"--feature-gates={gates}"] if gates else []
+
+        # etcd: in-memory-speed settings (no fsync): this data is thrown away with the cluster.
+        self.ports["etcd"], self.ports["etcd-peer"] = P.free_port(), P.free_port()
+        etcd_url = f"http://127.0.0.1:{self.ports['etcd']}"
+        peer_url = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        self._start("etcd", [
+            str(b.etcd), "--name=clique", f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=clique={peer_url}", "--unsafe-no-fsync", "--quota-backend-bytes=4294967296",
+            "--log-level=warn",
+        ], lambda: P.http_ok(f"{etcd_url}/health"), "etcd /health")
+
+        self.ports["apiserver"] = P.free_port()
+        self.server = f"https://127.0.0.1:{self.ports['apiserver']}"
+        runtime = ",".join(f"{k}={str(v).lower()}" for k, v in sorted(o.runtime_config.items()))
+        admin_token = self.tokens["clique-admin"]
+        self._start("kube-apiserver", [
+            str(b.kube_apiserver), f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1", f"--secure-port={self.ports['apiserver']}",
+            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}", f"--token-auth-file={pki.token_file}",
+            "--authorization-mode=Node,RBAC", "--anonymous-auth=false",
+            f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
+            f"--service-account-issuer={self.server}", "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true", "--endpoint-reconciler-type=none", "--profiling=false",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            *([f"--runtime-config={runtime}"] if runtime else []), *gate_args,
+        ], lambda: P.http_ok(f"{self.server}/readyz", admin_token, str(pki.ca_cert)), "kube-apiserver /readyz")
+
+        kubeconfigs = {}
+        for user, file_name in (("clique-admin", "kubeconfig"), ("system:kube-controller-manager", "kcm.kubeconfig"),
+                                ("system:kube-scheduler", "scheduler.kubeconfig"), ("clique:kwok", "kwok.kubeconfig")):
+            path = self.workdir / file_name
+            path.write_text(kubeconfig_text(self.server, pki.ca_cert, user, self.tokens[user]))
+            path.chmod(0o600)
+            kubeconfigs[user] = path
+        self._apply(_KWOK_RBAC)
+
+        self.ports["kube-controller-manager"] = P.free_port()
+        self._start("kube-controller-manager", [
+            str(b.kube_controller_manager), f"--kubeconfig={kubeconfigs['system:kube-controller-manager']}",
+            f"--authentication-kubeconfig={kubeconfigs['system:kube-controller-manager']}",
+            f"--authorization-kubeconfig={kubeconfigs['system:kube-controller-manager']}",
+            "--bind-address=127.0.0.1", f"--secure-port={self.ports['kube-controller-manager']}",
+            f"--cert-dir={self.workdir / 'kcm-certs'}", "--leader-elect=false",
+            # Each controller acts under its own service account, as in kubeadm clusters (RBAC is on).
+            "--use-service-account-credentials=true", f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}", "--kube-api-qps=200", "--kube-api-burst=400",
+            "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
+            *gate_args,
+        ], lambda: P.http_ok(f"https://127.0.0.1:{self.ports['kube-controller-manager']}/healthz", insecure=True),
+            "kube-controller-manager /healthz")
+
+        if o.start_scheduler:
+            self.start_scheduler(o.scheduler_config, b.kube_scheduler, kubeconfigs["system:kube-scheduler"])
+
+        if o.start_kwok:
+            self.ports["kwok"] = P.free_port()
+            self._start("kwok", [
+                str(b.kwok), f"--kubeconfig={kubeconfigs['clique:kwok']}", f"--config={STAGES_FILE}",
+                "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                "--node-lease-duration-seconds=40", "--cidr=10.244.0.0/16", "--node-ip=10.96.0.1",
+                f"--server-address=127.0.0.1:{self.ports['kwok']}",
+            ], lambda: P.http_ok(f"http://127.0.0.1:{self.ports['kwok']}/healthz"), "kwok /healthz")
+
+        self._wait_default_service_account()
+
+    def start_scheduler(self, config: dict[str, Any] | None = None, binary: Path | None = None,
+                        kubeconfig: Path | None = None, name: str = "kube-scheduler") -> P.Proc:
+        """Start (another) kube-scheduler with a KubeSchedulerConfiguration; connection fields are filled in."""
+        cfg = json.loads(json.dumps(config or default_scheduler_config()))
+        cfg.setdefault("clientConnection", {})
+        cfg["clientConnection"].setdefault("kubeconfig", str(kubeconfig or self.workdir / "scheduler.kubeconfig"))
+        cfg["clientConnection"].setdefault("qps", 500)
+        cfg["clientConnection"].setdefault("burst", 1000)
+        cfg.setdefault("leaderElection", {"leaderElect": False})
+        cfg_path = self.workdir / f"{name}.config.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        port = self.ports[name] = P.free_port()
+        gates = ",".join(f"{k}={str(v).lower()}" for k, v in sorted(self.options.feature_gates.items()))
+        kubeconfig_path = cfg["clientConnection"]["kubeconfig"]
+        return self._start(name, [
+            str(binary or (self._binaries or ensure_binaries()).kube_scheduler), f"--config={cfg_path}",
+            f"--authentication-kubeconfig={kubeconfig_path}", f"--authorization-kubeconfig={kubeconfig_path}",
+            "--bind-address=127.0.0.1", f"--secure-port={port}", f"--cert-dir={self.workdir / (name + '-certs')}",
+            *([f"--feature-gates={gates}"] if gates else []),
+        ], lambda: P.http_ok(f"https://127.0.0.1:{port}/healthz", insecure=True), f"{name} /healthz")
+
+    def stop_component(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc:
+            P.stop(proc)
+
+    def stop(self) -> None:
+        """Stop every process (reverse start order) and check that nothing is left behind."""
+        for name in reversed(list(self.procs)):
+            P.stop(self.procs[name])
+        leftovers = [f"{p.name} (pid {p.pid})" for p in self.procs.values() if p.alive()]
+        self.procs.clear()
+        if leftovers:
+            raise P.ControlPlaneError(f"processes still running after stop: {', '.join(leftovers)}")
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        else:
+            (self.workdir / "state.json").unlink(missing_ok=True)
+
+    # ----------------------------------------------------------------- helpers
+    def _start(self, name: str, argv: list[str], probe: Any, what: str) -> P.Proc:
+        proc = P.start(name, argv, self.workdir / "logs", detached=self.options.detached)
+        self.procs[name] = proc
+        P.wait_until(proc, probe, what, self.options.ready_timeout_s)
+        return proc
+
+    def api_client(self):  # -> kubernetes.client.ApiClient
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        api.configuration.connection_pool_maxsize = 32
+        return api if isinstance(api, client.ApiClient) else api
+
+    def _apply(self, objects: list[dict[str, Any]]) -> None:
+        from kubernetes import utils
+
+        api = self.api_client()
+        try:
+            utils.create_from_dict(api, {"apiVersion": "v1", "kind": "List", "items": objects})
+        finally:
+            api.close()
+
+    def _wait_default_service_account(self) -> None:
+        """Pods are rejected until the controller-manager has made the namespace's `default` ServiceAccount."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        api = self.api_client()
+        try:
+            core = client.CoreV1Api(api)
+            deadline = time.monotonic() + self.options.ready_timeout_s
+            while True:
+                try:
+                    core.read_namespaced_service_account("default", "default")
+                    return
+                except ApiException as exc:
+                    if exc.status != 404 or time.monotonic() > deadline:
+                        raise P.ControlPlaneError(
+                            "the 'default' ServiceAccount never appeared; is kube-controller-manager healthy? "
+                            f"last lines of its log:\n{self.procs['kube-controller-manager'].log_tail()}") from exc
+                time.sleep(0.2)
+        finally:
+            api.close()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "version": KUBERNETES_VERSION, "server": self.server, "kubeconfig": str(self.kubeconfig),
+            "workdir": str(self.workdir), "ports": self.ports,
+            "processes": {n: {"pid": p.pid, "argv": p.argv, "log": str(p.log)} for n, p in self.procs.items()},
+        }
+
+    def _write_state(self) -> None:
+        (self.workdir / "state.json").write_text(json.dumps(self.state(), indent=1))
+
+
+def default_cluster_dir(name: str = "default") -> Path:
+    return cache_dir() / "clusters" / name
+
+
+def load_state(workdir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((workdir / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_detached(workdir: Path) -> list[str]:
+    """Stop the processes a detached `cluster up` recorded in workdir/state.json. Returns what was stopped."""
+    state = load_state(workdir)
+    if state is None:
+        return []
+    stopped = []
+    for name in reversed(list(state["processes"])):
+        info = state["processes"][name]
+        proc = P.Proc(name=name, argv=info["argv"], log=Path(info["log"]), pid=info["pid"])
+        if proc.alive():  # alive() checks the PID still runs the recorded binary
+            P.stop(proc)
+            stopped.append(name)
+    (workdir / "state.json").unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,1 @@
+"""Topology: the cluster model (hosts, GPUs, NVLink / network domains). Pure: no Kubernetes access."""

@@ -31,8 +31,16 @@ def build_parser(modules: Sequence[ModuleType] | None = None, prog: str = "cliqu
     parser.add_argument("--version", action="version", version=f"clique {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in modules if modules is not None else _component_clis():
+    mods = list(modules if modules is not None else _component_clis())
+    for module in mods:
         module.register(sub)
+    # `bench` gathers every component's benchmarks (JSON on the last line of each).
+    benches = [m for m in mods if hasattr(m, "register_bench")]
+    if benches:
+        bench = sub.add_parser("bench", help="benchmarks (JSON result on the last line)")
+        bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+        for module in benches:
+            module.register_bench(bench_sub)
     return parser
 
 

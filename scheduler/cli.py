@@ -1,7 +1,6 @@
-"""CLI of the scheduler component. Side effects: none until a subcommand runs.
+"""CLI of the scheduler component: `clique bench placement`. Side effects: none until a subcommand runs.
 
-Subcommands arrive with their features: the placement benchmark with the placement engine, `scheduler
-extender` with the extender service.
+`scheduler extender` arrives with the extender service.
 """
 
 from __future__ import annotations
@@ -10,4 +9,10 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """No scheduler subcommands yet: the placement engine and extender are still open issues."""
+    """No scheduler service subcommands yet: the extender is still an open issue."""
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    from scheduler.placement.bench import register_bench as placement
+
+    placement(bench_sub)

@@ -1,0 +1,157 @@
+"""The cluster topology as a networkx tree: cluster -> domains level by level -> hosts -> GPUs. Pure.
+
+Built once per node-set change and shared read-only (as Kueue builds its TAS tree); what changes every
+scheduling cycle — free GPUs per host — is passed in separately, never stored here.
+
+Domains are keyed by their *path* of label values from the top, so two leaves both labelled "leaf-0" under
+different spines stay distinct. A host that lacks a level's label is alone in a domain of its own at that
+level (and below): nothing is assumed about hosts whose place in the fabric is unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Protocol, Sequence
+
+import networkx as nx
+
+from topology.levels import HOST_COST, Level
+from topology.nvlink import NVLINK_MATRIX_ANNOTATION, MatrixError, parse_nvlink_matrix
+
+ROOT = "cluster"
+DomainKey = tuple[str, ...]  # label values from the outermost level down to this one
+
+
+class HostLike(Protocol):
+    name: str
+    gpus: int
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What the topology needs of a host (a node): name, GPU count, labels, annotations."""
+
+    name: str
+    gpus: int
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+class Topology:
+    """Immutable topology of a set of hosts under ordered levels."""
+
+    def __init__(self, hosts: Iterable[HostLike], levels: Sequence[Level]) -> None:
+        self.levels: tuple[Level, ...] = tuple(levels)
+        self.graph = nx.DiGraph()
+        self.graph.add_node(ROOT, kind="cluster", level=-1)
+        self.host_paths: dict[str, DomainKey] = {}  # host -> domain key at the innermost level
+        self.host_keys: dict[str, tuple[DomainKey, ...]] = {}  # host -> its domain key at every level
+        self.host_gpus: dict[str, int] = {}
+        self.unlabelled: dict[str, list[str]] = {}  # level name -> hosts without its label
+        self.gpu_islands: dict[str, list[list[int]]] = {}  # host -> NVLink-connected GPU groups (agent data)
+        self.problems: list[str] = []  # bad per-host input that was ignored, for logs and Events
+        self._members: list[dict[DomainKey, list[str]]] = [{} for _ in self.levels]
+        for host in sorted(hosts, key=lambda h: h.name):
+            self._add_host(host)
+
+    # ------------------------------------------------------------------ build
+    def _add_host(self, host: HostLike) -> None:
+        path: list[str] = []
+        parent = ROOT
+        for i, level in enumerate(self.levels):
+            value = host.labels.get(level.label)
+            if value is None:
+                self.unlabelled.setdefault(level.name, []).append(host.name)
+                value = f"<{host.name}>"  # a domain of its own
+            path.append(value)
+            key = tuple(path)
+            node = ("domain", i, key)
+            if node not in self.graph:
+                self.graph.add_node(node, kind="domain", level=i, level_name=level.name, value=value)
+                self.graph.add_edge(parent, node)
+            self._members[i].setdefault(key, []).append(host.name)
+            parent = node
+        self.graph.add_node(host.name, kind="host", level=len(self.levels), gpus=host.gpus)
+        self.graph.add_edge(parent, host.name)
+        self.host_paths[host.name] = tuple(path)
+        self.host_keys[host.name] = tuple(tuple(path[: i + 1]) for i in range(len(path)))
+        self.host_gpus[host.name] = host.gpus
+        for g in range(host.gpus):
+            self.graph.add_node((host.name, g), kind="gpu")
+            self.graph.add_edge(host.name, (host.name, g))
+        matrix = (getattr(host, "annotations", None) or {}).get(NVLINK_MATRIX_ANNOTATION)
+        if matrix:
+            try:
+                links = parse_nvlink_matrix(matrix)
+            except MatrixError as exc:  # one bad annotation must not stop the model: note it, ignore it
+                self.problems.append(f"host {host.name}: {exc}")
+                return
+            if links.size != host.gpus:
+                self.problems.append(f"host {host.name}: {NVLINK_MATRIX_ANNOTATION} describes {links.size} GPUs but "
+                                     f"the host has {host.gpus}; ignored")
+                return
+            self.gpu_islands[host.name] = links.islands()
+            for a, b, n in links.pairs():
+                self.graph.add_edge((host.name, a), (host.name, b), nvlinks=n)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def hosts(self) -> list[str]:
+        return list(self.host_paths)
+
+    def domain(self, host: str, level: int) -> DomainKey:
+        """The key of `host`'s domain at level index `level`."""
+        return self.host_keys[host][level]
+
+    def domains(self, level: int) -> dict[DomainKey, list[str]]:
+        """Every domain at a level with its hosts (sorted by name)."""
+        return self._members[level]
+
+    def level_index(self, name_or_label: str) -> int:
+        for i, lv in enumerate(self.levels):
+            if name_or_label in (lv.name, lv.label):
+                return i
+        raise KeyError(f"unknown topology level {name_or_label!r}; levels are "
+                       f"{[lv.name + ' (' + lv.label + ')' for lv in self.levels]}")
+
+    def lowest_common_level(self, a: str, b: str) -> int:
+        """Index of the innermost level whose domain holds both hosts; -1 if only the cluster does."""
+        pa, pb = self.host_paths[a], self.host_paths[b]
+        common = -1
+        for i, (x, y) in enumerate(zip(pa, pb)):
+            if x != y:
+                break
+            common = i
+        return common
+
+    def distance(self, a: str, b: str) -> int:
+        """Cost between two hosts: the sum of the costs of every level at which they sit in different domains,
+        plus HOST_COST for different hosts. 0 for the same host."""
+        if a == b:
+            return 0
+        common = self.lowest_common_level(a, b)
+        return HOST_COST + sum(lv.cost for lv in self.levels[common + 1:])
+
+    def gang_cost(self, hosts: Iterable[str]) -> int:
+        """Topology cost of a set of hosts: each level's cost times the extra domains used there."""
+        used = set(hosts)
+        if not used:
+            return 0
+        cost = HOST_COST * (len(used) - 1)
+        for i, lv in enumerate(self.levels):
+            cost += lv.cost * (len({self.domain(h, i) for h in used}) - 1)
+        return cost
+
+    def domains_used(self, hosts: Iterable[str]) -> list[int]:
+        """Number of distinct domains per level (outermost first) used by a set of hosts."""
+        used = set(hosts)
+        return [len({self.domain(h, i) for h in used}) for i in range(len(self.levels))]
+
+    def free_per_domain(self, free_gpus: Mapping[str, int]) -> list[dict[DomainKey, int]]:
+        """Free GPUs summed per domain at each level, for the given free GPUs per host."""
+        return [{key: sum(free_gpus.get(h, 0) for h in members) for key, members in self._members[i].items()}
+                for i in range(len(self.levels))]
+
+    def describe_domain(self, level: int, key: DomainKey) -> str:
+        return f"{self.levels[level].label}={key[-1]}"

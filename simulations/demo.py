@@ -1,10 +1,12 @@
-"""`clique demo`: the embedded default, end to end on the real control plane. Side effects: starts and stops a
-local control plane, writes ./demo-output/.
+"""`clique demo`: the embedded default, offline and on the real control plane. Side effects: starts and stops a
+local control plane, writes ./demo-output/ (report.md, PNG plots, JSON).
 
-What it shows today (before the placement engine lands): the local control plane with the embedded fake GPU
-cluster (an H100 SuperPOD-style leaf/spine tree and two GB200 NVL72 NVLink domains), its topology as read
-back from the API server, and where the stock kube-scheduler puts the four 8-GPU pods of one tensor-parallel
-replica: pod by pod, with no notion of the gang or of the leaf switch they should share.
+1. Offline: every placement policy (Clique's engine and the baselines) places the same seeded stream of
+   multi-node inference gangs on the embedded cluster (an H100 SuperPOD-style leaf/spine tree and two GB200
+   NVL72 NVLink domains, with existing load) until the first gang does not fit.
+2. Real control plane: the same cluster as KWOK nodes, its topology read back from the API server, and where
+   the stock kube-scheduler puts the four 8-GPU pods of one TP32 replica: pod by pod, with no notion of the
+   gang or of the leaf switch they should share. (Clique's own scheduler joins here with the extender.)
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ from collections import Counter
 from pathlib import Path
 
 from simulations.cli import DEFAULT_SPEC
-from topology.render import render_tree
-from topology.spec import HostSpec, load_cluster_spec
+from topology.levels import levels_from_labels
+from topology.model import HostInfo, Topology
+from topology.render import render_png, render_text
+from topology.spec import load_cluster_spec
+
+
+OFFLINE_SPEC = Path(__file__).with_name("demo-offline-cluster.yaml")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,11 +34,104 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=cmd_demo)
 
 
-def _hosts_from_api(nodes) -> list[HostSpec]:
-    return [HostSpec(name=n.metadata.name, pool=n.metadata.labels.get("clique.dev/pool", ""),
-                     gpus=int(n.status.allocatable.get("nvidia.com/gpu", 0)), gpu_product=n.metadata.labels.get(
-                         "nvidia.com/gpu.product", ""), cpu_millis=0, memory_bytes=0, pods=0,
-                     labels=dict(n.metadata.labels)) for n in nodes]
+def _hosts_from_api(nodes) -> list[HostInfo]:
+    return [HostInfo(n.metadata.name, int(n.status.allocatable.get("nvidia.com/gpu", 0)), dict(n.metadata.labels),
+                     dict(n.metadata.annotations or {})) for n in nodes]
+
+
+def demo_stream(seed: int, count: int = 400):
+    """Dynamo-style gangs: TP16/TP32 replicas (leader + workers) on 8-GPU hosts, TP8 across two GB200 hosts
+    inside one NVLink domain, single-node decode workers."""
+    import random
+
+    from scheduler.placement import Gang, Role
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        kind = rng.choices(["tp32", "tp16", "nvl-tp8", "decode"], weights=[2, 3, 2, 3])[0]
+        if kind == "tp32":
+            roles = (Role("leader", 1, 8, one_per_host=True), Role("worker", 3, 8))
+            out.append(Gang(f"{kind}-{i}", roles, preferred_level="leaf"))
+        elif kind == "tp16":
+            out.append(Gang(f"{kind}-{i}", (Role("leader", 1, 8, one_per_host=True), Role("worker", 1, 8))))
+        elif kind == "nvl-tp8":
+            out.append(Gang(f"{kind}-{i}", (Role("worker", 2, 4),), required_level="nvlink"))
+        else:
+            out.append(Gang(f"{kind}-{i}", (Role("worker", 1, rng.choice([1, 2, 4])),)))
+    return out
+
+
+def innermost_domains(snapshot, hosts: list[str]) -> int:
+    """Distinct domains at each host's innermost labelled level (leaf for H100 hosts, NVLink domain for GB200)."""
+    topo = snapshot.topology
+    out = set()
+    for h in hosts:
+        path = topo.host_paths[h]
+        depth = max((i for i, v in enumerate(path) if v[0] not in "<~"), default=-1)
+        out.add(path[: depth + 1] if depth >= 0 else (h,))
+    return len(out)
+
+
+def placement_comparison(spec, output: Path, seed: int = 11, stream_len: int = 400) -> tuple[list[dict], str]:
+    """Each policy places the same stream on its own copy of the cluster. A gang that does not fit is skipped
+    (it would wait); a pod-by-pod scheduler's partial gang keeps its GPUs, as its bound pods would."""
+    from scheduler.placement import Plan, PlanStatus, all_policies
+    from scheduler.placement.snapshots import random_load, snapshot_from_spec
+
+    base = snapshot_from_spec(spec, random_load(spec, seed, busy_share=0.3))
+    total = sum(h.gpus for h in base.hosts.values())
+    stream = demo_stream(seed, stream_len)
+    rows = []
+    for policy in all_policies(seed=seed):
+        snap, placed, one_domain, partial, held, times = base, 0, 0, 0, 0, []
+        for gang in stream:
+            plan = policy.place(snap, gang)
+            times.append(plan.solve_ms)
+            if plan.placed:
+                placed += 1
+                one_domain += innermost_domains(snap, plan.hosts()) == 1
+                snap = snap.apply(gang, plan)
+            elif getattr(plan, "partial", ()):
+                partial += 1
+                held += sum(next(r.gpus for r in gang.roles if r.name == a.role) for a in plan.partial)
+                snap = snap.apply(gang, Plan(gang.name, PlanStatus.PLACED, plan.partial))
+        used = sum(h.gpus_used for h in snap.hosts.values()) - sum(h.gpus_used for h in base.hosts.values())
+        rows.append({"policy": policy.name, "gangs_placed": placed, "gangs_waiting": len(stream) - placed,
+                     "partial_gangs": partial, "gpus_held_by_partial_gangs": held,
+                     "useful_gpu_allocation": round((used - held) / total, 3),
+                     "one_domain_share": round(one_domain / max(1, placed), 3),
+                     "p99_ms": round(sorted(times)[int(0.99 * (len(times) - 1))], 2)})
+    _bar_chart(rows, output / "placement.png")
+    header = (f"{'policy':20} {'placed':>7} {'partial':>8} {'GPUs idle in partial':>21} {'useful GPU alloc.':>18} "
+              f"{'one-domain':>11} {'p99 ms':>7}")
+    table = "\n".join([header] + [
+        f"{r['policy']:20} {r['gangs_placed']:>7} {r['partial_gangs']:>8} {r['gpus_held_by_partial_gangs']:>21} "
+        f"{r['useful_gpu_allocation']:>18.1%} {r['one_domain_share']:>11.1%} {r['p99_ms']:>7}" for r in rows])
+    return rows, table
+
+
+def _bar_chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    names = [r["policy"] for r in rows]
+    colors = ["#2a7ab9" if n == "clique" else "#9aa7b4" for n in names]
+    for ax, key, title in ((axes[0], "useful_gpu_allocation", "share of cluster GPUs newly given to complete gangs"),
+                           (axes[1], "one_domain_share", "gangs inside one leaf / NVLink domain")):
+        vals = [r[key] for r in rows]
+        ax.barh(names, vals, color=colors)
+        ax.set_xlim(0, 1)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=10)
+        for i, v in enumerate(vals):
+            ax.text(min(v + 0.01, 0.9), i, f"{v:.0%}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -41,10 +141,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from simulations.controlplane.kwok_nodes import create_nodes
 
     spec = load_cluster_spec(args.spec)
-    levels = [lv.label for lv in spec.levels]
+    levels = levels_from_labels([lv.label for lv in spec.levels], [lv.name for lv in spec.levels])
     args.output.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    print("[demo] starting the local control plane (etcd, kube-apiserver, kube-controller-manager, "
+    print("[demo] 1/2 offline: every placement policy on the embedded cluster, same seeded gang stream ...", flush=True)
+    offline_spec = load_cluster_spec(OFFLINE_SPEC)
+    rows, comparison = placement_comparison(offline_spec, args.output)
+    print(comparison + "\n", flush=True)
+    print("[demo] 2/2 real control plane: starting (etcd, kube-apiserver, kube-controller-manager, "
           "kube-scheduler, kwok) ...", flush=True)
     with ControlPlane() as cp:
         print(f"[demo] up in {cp.startup_seconds:.1f}s at {cp.server}", flush=True)
@@ -52,7 +156,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
         create_nodes(api, spec.hosts())
         nodes = core.list_node(label_selector="type=kwok").items
-        tree = render_tree(_hosts_from_api(nodes), levels)
+        topo = Topology(_hosts_from_api(nodes), levels)
+        tree = render_text(topo)
+        render_png(topo, args.output / "topology.png", title="embedded demo cluster, as read from the API server")
         print(f"[demo] {len(nodes)} KWOK nodes Ready; topology read back from the API server:\n{tree}\n", flush=True)
 
         # A TP32 replica: 4 pods x 8 GPUs, as a Deployment scaled through /scale, placed by the stock scheduler.
@@ -97,12 +203,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "# Clique demo\n\n"
         "Local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built from "
         "their Go modules, on 127.0.0.1.\n\n"
-        f"## Cluster (`{args.spec.name}`)\n\n```\n{tree}\n```\n\n"
+        f"## Cluster (`{args.spec.name}`)\n\n![topology](topology.png)\n\n```\n{tree}\n```\n\n"
+        f"## Placement policies, offline ({offline_spec.host_count} hosts, {offline_spec.gpu_count} GPUs; the same "
+        "seeded stream of 400 gangs for every policy; a gang that does not fit waits; a pod-by-pod scheduler's "
+        "partial gang keeps its GPUs)\n\n"
+        f"![placement](placement.png)\n\n```\n{comparison}\n```\n\n"
         "## Stock kube-scheduler, one TP32 replica (4 pods x 8 GPUs)\n\n```\n" + "\n".join(lines) + "\n```\n\n"
-        f"{summary}\n\nThe placement engine (topology-aware, all or nothing) is the next milestone; this report will "
-        "compare it with the stock scheduler and the other baselines.\n")
-    (args.output / "placement.json").write_text(json.dumps(
-        {"placement": [{"pod": p, "node": n, "labels": labels[n]} for p, n in placed],
-         "leaves": len(leaves), "spines": len(spines)}, indent=1))
+        f"{summary}\n\nClique's extender (next milestone) brings the engine above to this control plane.\n")
+    (args.output / "results.json").write_text(json.dumps(
+        {"offline_placement": rows,
+         "stock_scheduler_tp32": {"placement": [{"pod": p, "node": n} for p, n in placed],
+                                  "leaves": len(leaves), "spines": len(spines)}}, indent=1))
     print(f"[demo] done in {time.monotonic() - t0:.0f}s; report: {report}")
     return 0

@@ -4,8 +4,9 @@ Built once per node-set change and shared read-only (as Kueue builds its TAS tre
 scheduling cycle — free GPUs per host — is passed in separately, never stored here.
 
 Domains are keyed by their *path* of label values from the top, so two leaves both labelled "leaf-0" under
-different spines stay distinct. A host that lacks a level's label is alone in a domain of its own at that
-level (and below): nothing is assumed about hosts whose place in the fabric is unknown.
+different spines stay distinct. A host that lacks a level's label shares that level's domain with the hosts
+of its nearest labelled inner domain ("~value": GB200 racks have NVLink domains but no leaf switch); with no
+inner label either it is alone in a domain of its own ("<host>"): nothing is assumed about its place.
 """
 
 from __future__ import annotations
@@ -59,11 +60,16 @@ class Topology:
     def _add_host(self, host: HostLike) -> None:
         path: list[str] = []
         parent = ROOT
+        raw = [host.labels.get(level.label) for level in self.levels]
         for i, level in enumerate(self.levels):
-            value = host.labels.get(level.label)
+            value = raw[i]
             if value is None:
                 self.unlabelled.setdefault(level.name, []).append(host.name)
-                value = f"<{host.name}>"  # a domain of its own
+                # A level may not apply to every host (GB200 racks have an NVLink domain, no leaf switch):
+                # hosts that share an inner domain share this one too. With no inner label either, nothing
+                # is known: the host is a domain of its own.
+                inner = next((v for v in raw[i + 1:] if v is not None), None)
+                value = f"~{inner}" if inner is not None else f"<{host.name}>"
             path.append(value)
             key = tuple(path)
             node = ("domain", i, key)
@@ -155,3 +161,12 @@ class Topology:
 
     def describe_domain(self, level: int, key: DomainKey) -> str:
         return f"{self.levels[level].label}={key[-1]}"
+
+
+def topology_from_spec(spec, levels: Sequence[Level] | None = None) -> Topology:
+    """The topology of a cluster spec's hosts, under the spec's own levels unless others are given."""
+    from topology.levels import levels_from_labels
+
+    lv = tuple(levels) if levels is not None else levels_from_labels([l.label for l in spec.levels],
+                                                                      [l.name for l in spec.levels])
+    return Topology(spec.hosts(), lv)

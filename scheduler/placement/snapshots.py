@@ -6,8 +6,8 @@ import random
 from typing import Mapping, Sequence
 
 from scheduler.placement.types import HostState, Snapshot
-from topology.levels import Level, levels_from_labels
-from topology.model import HostInfo, Topology
+from topology.levels import Level
+from topology.model import topology_from_spec
 from topology.spec import ClusterSpec
 
 
@@ -15,9 +15,7 @@ def snapshot_from_spec(spec: ClusterSpec, used_gpus: Mapping[str, int] | None = 
                        levels: Sequence[Level] | None = None) -> Snapshot:
     """All hosts of the spec, with `used_gpus` already taken; levels default to the spec's own."""
     hosts = spec.hosts()
-    lv = tuple(levels) if levels is not None else levels_from_labels([l.label for l in spec.levels],
-                                                                      [l.name for l in spec.levels])
-    topo = Topology([HostInfo(h.name, h.gpus, h.labels) for h in hosts], lv)
+    topo = topology_from_spec(spec, levels)
     used = used_gpus or {}
     states = {}
     for h in hosts:

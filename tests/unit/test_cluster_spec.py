@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from topology.render import render_tree
+from topology.model import topology_from_spec
+from topology.render import render_text
 from topology.spec import SpecError, load_cluster_spec, parse_cluster_spec
 
 DEFAULT_SPEC = Path(__file__).parents[2] / "simulations" / "controlplane" / "default-cluster.yaml"
@@ -72,7 +73,7 @@ def test_missing_or_broken_spec_file_is_a_clear_error(tmp_path):
 
 def test_embedded_default_cluster_has_superpod_tree_and_nvl72_domains():
     spec = load_cluster_spec(DEFAULT_SPEC)
-    tree = render_tree(spec.hosts(), [lv.label for lv in spec.levels])
+    tree = render_text(topology_from_spec(spec))
     assert spec.host_count == 68 and spec.gpu_count == 32 * 8 + 36 * 4
     assert "clique.dev/leaf=leaf-7  [4 hosts, 32 GPUs]" in tree
     assert "nvidia.com/gpu.clique=clique-demo-fabric.1  [18 hosts, 72 GPUs]" in tree

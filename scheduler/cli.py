@@ -1,15 +1,43 @@
-"""CLI of the scheduler component: `clique bench placement`. Side effects: none until a subcommand runs.
-
-`scheduler extender` arrives with the extender service.
-"""
+"""CLI of the scheduler component: `clique scheduler extender`, `clique bench placement`. Side effects: none
+until a subcommand runs."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """No scheduler service subcommands yet: the extender is still an open issue."""
+    s = sub.add_parser("scheduler", help="the scheduler extender service")
+    ssub = s.add_subparsers(dest="scheduler_command", metavar="ACTION", required=True)
+    e = ssub.add_parser("extender", help="serve the kube-scheduler extender (filter / prioritize / bind)")
+    e.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster service account)")
+    e.add_argument("--listen", default="127.0.0.1:8888", help="host:port to serve on")
+    how = e.add_mutually_exclusive_group()
+    how.add_argument("--preset", default="generic-nvlink", help="topology level preset (see `clique topology show`)")
+    how.add_argument("--levels", help="comma-separated node label keys, outermost first (overrides --preset)")
+    e.add_argument("--bind-timeout", type=float, default=10.0,
+                   help="seconds a gang member waits in bind for the others (keep well below httpTimeout)")
+    e.add_argument("--scheduler-name", default="clique-scheduler")
+    e.set_defaults(func=cmd_extender)
+
+
+def cmd_extender(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from scheduler.extender.main import serve
+    from topology.levels import levels_from_labels, preset
+
+    try:
+        levels = (levels_from_labels([x.strip() for x in args.levels.split(",") if x.strip()]) if args.levels
+                  else preset(args.preset))
+        host, _, port = args.listen.rpartition(":")
+        port_n = int(port)
+    except ValueError as exc:
+        print(f"clique: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(args.kubeconfig, host or "127.0.0.1", port_n, levels, args.bind_timeout, args.scheduler_name))
+    return 0
 
 
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,180 @@
+"""Cluster state of the extender: nodes and pods from list+watch (kubernetes_asyncio). Side effects: API reads.
+
+List, then watch from the list's resourceVersion with bookmarks; a 410 Gone (or a watch that ends) relists;
+other errors back off exponentially up to 30 s. Nothing is trusted from memory alone: a restarted extender
+rebuilds everything from the API. `snapshot()` turns the state plus in-flight reservations into the
+placement engine's pure Snapshot; the Topology is rebuilt only when the node set or its labels change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping
+
+from scheduler.gangs import pod_request
+from scheduler.placement.types import HostState, Snapshot
+from topology.levels import Level
+from topology.model import HostInfo, Topology
+from topology.quantity import QuantityError, as_int, cpu_millis
+
+log = logging.getLogger("clique.extender.state")
+TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    gpus: int
+    cpu_millis: int
+    memory: int
+    pods: int
+    schedulable: bool
+
+
+def node_info(node: Mapping[str, Any]) -> NodeInfo:
+    md, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
+    alloc = status.get("allocatable") or {}
+    try:
+        gpus, cpu, mem, pods = (as_int(alloc.get("nvidia.com/gpu", 0)), cpu_millis(alloc.get("cpu", 0)),
+                                as_int(alloc.get("memory", 0)), as_int(alloc.get("pods", 110)))
+    except QuantityError as exc:  # one odd node must not stop the others: treat it as unusable
+        log.warning("node %s: unreadable allocatable (%s); treating it as full", md.get("name"), exc)
+        gpus, cpu, mem, pods = 0, 0, 0, 0
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    no_schedule = any(t.get("effect") in ("NoSchedule", "NoExecute") for t in spec.get("taints") or [])
+    return NodeInfo(md.get("name", ""), dict(md.get("labels") or {}), dict(md.get("annotations") or {}), gpus, cpu,
+                    mem, pods, ready and not spec.get("unschedulable") and not no_schedule)
+
+
+class ClusterState:
+    """Nodes and non-terminal pods, kept current by watches. Reads are synchronous dict lookups."""
+
+    def __init__(self, levels: tuple[Level, ...]) -> None:
+        self.levels = levels
+        self.nodes: dict[str, NodeInfo] = {}
+        self.pods: dict[str, dict[str, Any]] = {}  # "ns/name" -> pod dict
+        self.synced = {"nodes": asyncio.Event(), "pods": asyncio.Event()}
+        self._topology: Topology | None = None
+        self._topology_key: tuple | None = None
+        self.listeners: list[Callable[[str, dict], None]] = []  # (event type, pod) for pod changes
+
+    # ------------------------------------------------------------------ watches
+    async def run(self, api_client: Any) -> None:
+        from kubernetes_asyncio import client
+
+        core = client.CoreV1Api(api_client)
+        await asyncio.gather(
+            self._list_watch("nodes", core.list_node, self._set_nodes, self._node_event, api_client),
+            self._list_watch("pods", core.list_pod_for_all_namespaces, self._set_pods, self._pod_event, api_client),
+        )
+
+    async def _list_watch(self, kind: str, list_fn: Callable[..., Awaitable[Any]], replace: Callable[[list], None],
+                          apply: Callable[[str, dict], None], api_client: Any) -> None:
+        from kubernetes_asyncio import watch
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        backoff = 1.0
+        while True:
+            try:
+                listed = await list_fn()
+                rv = listed.metadata.resource_version
+                replace([api_client.sanitize_for_serialization(o) for o in listed.items])
+                self.synced[kind].set()
+                log.info("listed %d %s at resourceVersion %s", len(listed.items), kind, rv)
+                backoff = 1.0
+                w = watch.Watch()
+                async with w:
+                    async for ev in w.stream(list_fn, resource_version=rv, allow_watch_bookmarks=True,
+                                             timeout_seconds=240, _request_timeout=300):
+                        typ, obj = ev["type"], ev["raw_object"]
+                        if typ == "BOOKMARK":
+                            continue
+                        if typ == "ERROR":
+                            if obj.get("code") == 410:
+                                log.info("%s watch expired (410 Gone); relisting", kind)
+                                break
+                            raise RuntimeError(f"watch error: {obj}")
+                        apply(typ, obj)
+            except asyncio.CancelledError:
+                raise
+            except ApiException as exc:
+                if exc.status == 410:
+                    continue
+                log.warning("%s list/watch failed (%s %s); retrying in %.0fs", kind, exc.status, exc.reason, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(30.0, backoff * 2)
+            except Exception as exc:  # noqa: BLE001 - keep watching whatever happened
+                log.warning("%s list/watch failed (%s); retrying in %.0fs", kind, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(30.0, backoff * 2)
+
+    def _set_nodes(self, items: list[dict]) -> None:
+        self.nodes = {n.name: n for n in map(node_info, items)}
+
+    def _node_event(self, typ: str, obj: dict) -> None:
+        info = node_info(obj)
+        if typ == "DELETED":
+            self.nodes.pop(info.name, None)
+        else:
+            self.nodes[info.name] = info
+
+    def _set_pods(self, items: list[dict]) -> None:
+        self.pods = {}
+        for p in items:
+            self._pod_event("ADDED", p)
+
+    def _pod_event(self, typ: str, obj: dict) -> None:
+        md = obj.get("metadata") or {}
+        key = f"{md.get('namespace')}/{md.get('name')}"
+        if typ == "DELETED" or (obj.get("status") or {}).get("phase") in TERMINAL:
+            self.pods.pop(key, None)
+        else:
+            self.pods[key] = obj
+        for fn in self.listeners:
+            fn(typ, obj)
+
+    # ------------------------------------------------------------------ views
+    def topology(self) -> Topology:
+        key = tuple(sorted((n.name, n.gpus, tuple(sorted(n.labels.items())),
+                            n.annotations.get("clique.dev/nvlink-matrix", "")) for n in self.nodes.values()))
+        if key != self._topology_key:
+            self._topology = Topology([HostInfo(n.name, n.gpus, n.labels, n.annotations) for n in self.nodes.values()],
+                                      self.levels)
+            self._topology_key = key
+            for problem in self._topology.problems:
+                log.warning("topology: %s", problem)
+        assert self._topology is not None
+        return self._topology
+
+    def snapshot(self, reserved: Mapping[str, tuple[int, int, int, int]] | None = None) -> Snapshot:
+        """Hosts with what bound pods use, plus `reserved` (host -> gpus, cpu, memory, pods) of gangs in flight."""
+        used: dict[str, list[int]] = {}
+        for p in self.pods.values():
+            node = (p.get("spec") or {}).get("nodeName")
+            if node:
+                r = pod_request(p)
+                acc = used.setdefault(node, [0, 0, 0, 0])
+                acc[0] += r.gpus
+                acc[1] += r.cpu_millis
+                acc[2] += r.memory
+                acc[3] += 1
+        for host, res in (reserved or {}).items():
+            acc = used.setdefault(host, [0, 0, 0, 0])
+            for i in range(4):
+                acc[i] += res[i]
+        hosts = {}
+        for n in self.nodes.values():
+            u = used.get(n.name, [0, 0, 0, 0])
+            hosts[n.name] = HostState(n.name, gpus=n.gpus, cpu_millis=n.cpu_millis, memory=n.memory, pods=n.pods,
+                                      gpus_used=u[0], cpu_used=u[1], memory_used=u[2], pods_used=u[3],
+                                      schedulable=n.schedulable)
+        return Snapshot(self.topology(), hosts)
+
+    def gang_members(self, gang_key: str, recognize: Callable[[dict], Any]) -> list[dict]:
+        """Pods of one gang (bound or not), by recognizing every pod in the gang's namespace."""
+        ns = gang_key.split("/", 1)[0]
+        return [p for k, p in sorted(self.pods.items()) if k.startswith(ns + "/") and recognize(p).key == gang_key]

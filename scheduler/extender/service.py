@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +29,7 @@ from scheduler.extender.wire import (FilterResult, WireError, binding_result_jso
                                      parse_extender_args, priorities_json)
 from scheduler.gangs import GangRef, declared_tp_size, pod_request, recognize
 from scheduler.placement.engine import CliqueEngine
-from scheduler.placement.types import Gang, Role
+from scheduler.placement.types import Gang, Role, Snapshot
 
 log = logging.getLogger("clique.extender")
 MAX_BODY = 16 * 2**20
@@ -133,7 +133,7 @@ class Extender:
         self._expire()
         key = _pod_key(pod)
         gang = recognize(pod)
-        host, reason = self._host_for(pod, key, gang)
+        host, reason = self._host_for(pod, key, gang, set(nodes))
         if host is None:
             self.metrics.reasons.labels("unschedulable").inc()
             return FilterResult([], {n: reason for n in nodes})
@@ -144,7 +144,7 @@ class Extender:
             return FilterResult([], {n: msg for n in nodes})
         return FilterResult([host], {n: f"gang {gang.name} is planned on other hosts" for n in nodes if n != host})
 
-    def _host_for(self, pod: dict, key: str, gang: GangRef) -> tuple[str | None, str]:
+    def _host_for(self, pod: dict, key: str, gang: GangRef, candidates: set[str]) -> tuple[str | None, str]:
         req = pod_request(pod)
         request = (req.gpus, req.cpu_millis, req.memory, 1)
         res = self.reservations.get(gang.key)
@@ -163,7 +163,7 @@ class Extender:
                       "add the clique.dev/gang-size annotation")
             self._event(pod, "GangSizeUnknown", reason)
             return None, reason
-        members = self.state.gang_members(gang.key, recognize) if gang.source != "single" else [pod]
+        members = self.state.gang_members(gang.key) if gang.source != "single" else [pod]
         pending = [m for m in members if not (m.get("spec") or {}).get("nodeName")]
         if gang.source != "single" and len(members) < gang.size:
             reason = f"gang {gang.name} waits for its pods: {len(members)} of {gang.size} exist"
@@ -188,6 +188,14 @@ class Extender:
                 for i, v in enumerate(use):
                     acc[i] += v
         snapshot = self.state.snapshot({h: tuple(v) for h, v in reserved.items()})  # type: ignore[misc]
+        # Only the nodes kube-scheduler's own filters passed for this pod (its selectors, affinities, taints):
+        # gang members share a template, so they share these constraints.
+        excluded = [h for h in snapshot.hosts if h not in candidates]
+        if excluded:
+            hosts = dict(snapshot.hosts)
+            for h in excluded:
+                hosts[h] = replace(hosts[h], schedulable=False)
+            snapshot = Snapshot(snapshot.topology, hosts)
         plan = self.engine.place(snapshot, spec)
         if not plan.placed:
             self.metrics.gangs.labels("unschedulable").inc()
@@ -198,7 +206,7 @@ class Extender:
                  plan.cost, plan.proof.value, plan.solve_ms)
         res = Reservation(gang, {}, [(a.role, a.host) for a in plan.assignments], {}, roles, time.monotonic())
         self.reservations[gang.key] = res
-        return self._host_for(pod, key, gang)
+        return self._host_for(pod, key, gang, candidates)
 
     def _check_tp(self, pod: dict, gang: GangRef, roles: dict, counts: dict) -> None:
         tp = declared_tp_size(pod)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable, Mapping
 
 from scheduler.gangs import pod_request
+from scheduler.gangs import recognize as recognize_gang
 from scheduler.placement.types import HostState, Snapshot
 from topology.levels import Level
 from topology.model import HostInfo, Topology
@@ -21,6 +22,7 @@ from topology.quantity import QuantityError, as_int, cpu_millis
 
 log = logging.getLogger("clique.extender.state")
 TERMINAL = ("Succeeded", "Failed")
+NVLINK = "clique.dev/nvlink-matrix"
 
 
 @dataclass(frozen=True)
@@ -53,14 +55,22 @@ def node_info(node: Mapping[str, Any]) -> NodeInfo:
 class ClusterState:
     """Nodes and non-terminal pods, kept current by watches. Reads are synchronous dict lookups."""
 
-    def __init__(self, levels: tuple[Level, ...]) -> None:
+    def __init__(self, levels: tuple[Level, ...], recognize: Callable[[dict], Any] = recognize_gang) -> None:
         self.levels = levels
+        self.recognize = recognize
         self.nodes: dict[str, NodeInfo] = {}
         self.pods: dict[str, dict[str, Any]] = {}  # "ns/name" -> pod dict
         self.synced = {"nodes": asyncio.Event(), "pods": asyncio.Event()}
+        # Kept up to date on every event, so planning never scans all pods:
+        self.usage: dict[str, list[int]] = {}  # node -> [gpus, cpu_millis, memory, pods] of bound pods
+        self._contrib: dict[str, tuple[str, tuple[int, int, int, int]]] = {}  # pod key -> (node, its request)
+        self.gang_index: dict[str, set[str]] = {}  # gang key -> pod keys
+        self._gang_of: dict[str, str] = {}  # pod key -> gang key
+        self.node_version = 0  # bumped when the node set, labels, GPUs or NVLink annotation change
+        self.version = 0  # bumped on any change that alters a snapshot
         self._topology: Topology | None = None
-        self._topology_key: tuple | None = None
-        self.listeners: list[Callable[[str, dict], None]] = []  # (event type, pod) for pod changes
+        self._topology_version = -1
+        self._base: tuple[int, dict[str, HostState]] | None = None
 
     # ------------------------------------------------------------------ watches
     async def run(self, api_client: Any) -> None:
@@ -114,37 +124,64 @@ class ClusterState:
 
     def _set_nodes(self, items: list[dict]) -> None:
         self.nodes = {n.name: n for n in map(node_info, items)}
+        self.node_version += 1
+        self.version += 1
 
     def _node_event(self, typ: str, obj: dict) -> None:
         info = node_info(obj)
+        old = self.nodes.get(info.name)
         if typ == "DELETED":
             self.nodes.pop(info.name, None)
         else:
             self.nodes[info.name] = info
+        if typ == "DELETED" or old is None or (old.labels, old.gpus, old.annotations.get(NVLINK)) != (
+                info.labels, info.gpus, info.annotations.get(NVLINK)):
+            self.node_version += 1
+        self.version += 1
 
     def _set_pods(self, items: list[dict]) -> None:
-        self.pods = {}
+        self.pods, self.usage, self._contrib, self.gang_index, self._gang_of = {}, {}, {}, {}, {}
         for p in items:
             self._pod_event("ADDED", p)
 
     def _pod_event(self, typ: str, obj: dict) -> None:
         md = obj.get("metadata") or {}
         key = f"{md.get('namespace')}/{md.get('name')}"
-        if typ == "DELETED" or (obj.get("status") or {}).get("phase") in TERMINAL:
+        gone = typ == "DELETED" or (obj.get("status") or {}).get("phase") in TERMINAL
+        # usage: take the old contribution out, put the new one in
+        old = self._contrib.pop(key, None)
+        if old is not None:
+            acc = self.usage[old[0]]
+            for i, v in enumerate(old[1]):
+                acc[i] -= v
+        node = (obj.get("spec") or {}).get("nodeName")
+        if not gone and node:
+            r = pod_request(obj)
+            req = (r.gpus, r.cpu_millis, r.memory, 1)
+            self._contrib[key] = (node, req)
+            acc = self.usage.setdefault(node, [0, 0, 0, 0])
+            for i, v in enumerate(req):
+                acc[i] += v
+        # gang index
+        old_gang = self._gang_of.pop(key, None)
+        if old_gang is not None:
+            self.gang_index.get(old_gang, set()).discard(key)
+        if gone:
             self.pods.pop(key, None)
         else:
             self.pods[key] = obj
-        for fn in self.listeners:
-            fn(typ, obj)
+            gang = self.recognize(obj).key
+            self._gang_of[key] = gang
+            self.gang_index.setdefault(gang, set()).add(key)
+        self.version += 1
 
     # ------------------------------------------------------------------ views
     def topology(self) -> Topology:
-        key = tuple(sorted((n.name, n.gpus, tuple(sorted(n.labels.items())),
-                            n.annotations.get("clique.dev/nvlink-matrix", "")) for n in self.nodes.values()))
-        if key != self._topology_key:
+        """Rebuilt only when the node set or what the model reads of nodes changed (Kueue's habit)."""
+        if self._topology_version != self.node_version:
             self._topology = Topology([HostInfo(n.name, n.gpus, n.labels, n.annotations) for n in self.nodes.values()],
                                       self.levels)
-            self._topology_key = key
+            self._topology_version = self.node_version
             for problem in self._topology.problems:
                 log.warning("topology: %s", problem)
         assert self._topology is not None
@@ -152,29 +189,24 @@ class ClusterState:
 
     def snapshot(self, reserved: Mapping[str, tuple[int, int, int, int]] | None = None) -> Snapshot:
         """Hosts with what bound pods use, plus `reserved` (host -> gpus, cpu, memory, pods) of gangs in flight."""
-        used: dict[str, list[int]] = {}
-        for p in self.pods.values():
-            node = (p.get("spec") or {}).get("nodeName")
-            if node:
-                r = pod_request(p)
-                acc = used.setdefault(node, [0, 0, 0, 0])
-                acc[0] += r.gpus
-                acc[1] += r.cpu_millis
-                acc[2] += r.memory
-                acc[3] += 1
-        for host, res in (reserved or {}).items():
-            acc = used.setdefault(host, [0, 0, 0, 0])
-            for i in range(4):
-                acc[i] += res[i]
-        hosts = {}
-        for n in self.nodes.values():
-            u = used.get(n.name, [0, 0, 0, 0])
-            hosts[n.name] = HostState(n.name, gpus=n.gpus, cpu_millis=n.cpu_millis, memory=n.memory, pods=n.pods,
-                                      gpus_used=u[0], cpu_used=u[1], memory_used=u[2], pods_used=u[3],
-                                      schedulable=n.schedulable)
+        if self._base is None or self._base[0] != self.version:
+            hosts = {}
+            for n in self.nodes.values():
+                u = self.usage.get(n.name, (0, 0, 0, 0))
+                hosts[n.name] = HostState(n.name, gpus=n.gpus, cpu_millis=n.cpu_millis, memory=n.memory, pods=n.pods,
+                                          gpus_used=u[0], cpu_used=u[1], memory_used=u[2], pods_used=u[3],
+                                          schedulable=n.schedulable)
+            self._base = (self.version, hosts)
+        hosts = self._base[1]
+        if reserved:
+            hosts = dict(hosts)
+            for name, res in reserved.items():
+                h = hosts.get(name)
+                if h is not None:
+                    hosts[name] = replace(h, gpus_used=h.gpus_used + res[0], cpu_used=h.cpu_used + res[1],
+                                          memory_used=h.memory_used + res[2], pods_used=h.pods_used + res[3])
         return Snapshot(self.topology(), hosts)
 
-    def gang_members(self, gang_key: str, recognize: Callable[[dict], Any]) -> list[dict]:
-        """Pods of one gang (bound or not), by recognizing every pod in the gang's namespace."""
-        ns = gang_key.split("/", 1)[0]
-        return [p for k, p in sorted(self.pods.items()) if k.startswith(ns + "/") and recognize(p).key == gang_key]
+    def gang_members(self, gang_key: str) -> list[dict]:
+        """Pods of one gang, bound or not (from the index kept on pod events)."""
+        return [self.pods[k] for k in sorted(self.gang_index.get(gang_key, ()))]

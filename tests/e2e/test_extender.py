@@ -24,14 +24,20 @@ def clique_scheduler(control_plane, tmp_path_factory):
     """Our extender process plus a second kube-scheduler whose profile `clique-scheduler` calls it."""
     port = free_port()
     log = tmp_path_factory.mktemp("extender") / "extender.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "clique", "scheduler", "extender", "--kubeconfig",
-                                 str(control_plane.kubeconfig), "--listen", f"127.0.0.1:{port}", "--preset",
-                                 "gb200-nvl72", "--bind-timeout", "8"], stdout=fh, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
-        wait_for(lambda: proc.poll() is None and http_ok(f"http://127.0.0.1:{port}/readyz"), 30,
+    handle: dict = {"port": port, "log": log}
+
+    def start() -> None:
+        with open(log, "ab") as fh:
+            handle["proc"] = subprocess.Popen(
+                [sys.executable, "-m", "clique", "scheduler", "extender", "--kubeconfig", str(control_plane.kubeconfig),
+                 "--listen", f"127.0.0.1:{port}", "--preset", "gb200-nvl72", "--bind-timeout", "8"],
+                stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        wait_for(lambda: handle["proc"].poll() is None and http_ok(f"http://127.0.0.1:{port}/readyz"), 30,
                  f"extender ready (log {log})")
+
+    handle["restart"] = start
+    start()
+    try:
         config = {
             "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
             "percentageOfNodesToScore": 100,
@@ -42,11 +48,11 @@ def clique_scheduler(control_plane, tmp_path_factory):
                            "ignorable": False}],
         }
         control_plane.start_scheduler(config, name="clique-scheduler")
-        yield {"port": port, "log": log}
+        yield handle
     finally:
         control_plane.stop_component("clique-scheduler")
-        proc.terminate()
-        proc.wait(timeout=15)
+        handle["proc"].terminate()
+        handle["proc"].wait(timeout=15)
 
 
 def nvl_cluster(prefix: str, domains: int = 3, hosts: int = 4) -> list[str]:
@@ -57,12 +63,38 @@ def nvl_cluster(prefix: str, domains: int = 3, hosts: int = 4) -> list[str]:
     }).hosts()]
 
 
-def gang_pods(core, name: str, size: int, gpus: int = 8, ns: str = "default") -> None:
+def gang_pod(name: str, gang: str, size: int, gpus: int = 8, pool: str | None = None, args: list[str] | None = None,
+             gated: bool = False) -> dict:
+    pod = gpu_pod(name, gpus, scheduler="clique-scheduler", labels={"gang": gang})
+    pod["metadata"]["annotations"] = {"clique.dev/gang": gang, "clique.dev/gang-size": str(size),
+                                      "clique.dev/topology-required": "nvlink"}
+    if pool:
+        pod["spec"]["nodeSelector"] = {"clique.dev/pool": pool}
+    if args:
+        pod["spec"]["containers"][0]["args"] = args
+    if gated:
+        pod["spec"]["schedulingGates"] = [{"name": "clique.dev/test-hold"}]
+    return pod
+
+
+def gang_pods(core, name: str, size: int, gpus: int = 8, ns: str = "default", pool: str | None = None) -> None:
     for i in range(size):
-        pod = gpu_pod(f"{name}-{i}", gpus, scheduler="clique-scheduler", labels={"gang": name})
-        pod["metadata"]["annotations"] = {"clique.dev/gang": name, "clique.dev/gang-size": str(size),
-                                          "clique.dev/topology-required": "nvlink"}
-        core.create_namespaced_pod(ns, pod)
+        core.create_namespaced_pod(ns, gang_pod(f"{name}-{i}", name, size, gpus, pool))
+
+
+def new_pool(k8s, domains: int, hosts: int) -> tuple[str, list[str], dict[str, str]]:
+    """Fresh KWOK nodes in NVLink domains, labelled clique.dev/pool=<prefix> so a test's pods stay on them."""
+    prefix = f"p{uuid.uuid4().hex[:5]}"
+    names = create_nodes(k8s, parse_cluster_spec({
+        "name": prefix,
+        "levels": [{"name": "nvlink", "label": NVL, "hostsPerDomain": hosts, "valueFormat": prefix + ".{index}"}],
+        "pools": [{"name": prefix, "hosts": domains * hosts, "gpus": 8}]}).hosts())
+    return prefix, names, {n: f"{prefix}.{i // hosts}" for i, n in enumerate(names)}
+
+
+def bound(core, gang: str) -> list[str]:
+    return [p.spec.node_name for p in core.list_namespaced_pod("default", label_selector=f"gang={gang}").items
+            if p.spec.node_name]
 
 
 def pinned(core, name: str, node: str, gpus: int = 8) -> None:
@@ -130,3 +162,89 @@ def test_malformed_requests_get_400_and_the_service_keeps_serving(clique_schedul
     assert http_ok(f"{base}/healthz")
     metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
     assert 'clique_extender_bad_requests_total{verb="filter"} 3.0' in metrics
+
+
+def test_two_gangs_that_cannot_both_fit_one_runs_whole_the_other_waits_whole(k8s, clique_scheduler):
+    core = client.CoreV1Api(k8s)
+    pool, names, _ = new_pool(k8s, domains=1, hosts=4)
+    a, b = f"{pool}-a", f"{pool}-b"
+    for i in range(3):  # interleaved: a0, b0, a1, b1, a2, b2 (3 + 3 hosts > 4)
+        core.create_namespaced_pod("default", gang_pod(f"{a}-{i}", a, 3, pool=pool))
+        core.create_namespaced_pod("default", gang_pod(f"{b}-{i}", b, 3, pool=pool))
+    winner = wait_for(lambda: next((g for g in (a, b) if len(running_on(core, g)) == 3), None), 90, "one gang Running")
+    loser = b if winner == a else a
+    deadline = __import__("time").monotonic() + 10
+    while __import__("time").monotonic() < deadline:  # keep watching: the loser never gets a single pod bound
+        assert bound(core, loser) == [], "half a gang was bound"
+        assert len(bound(core, winner)) == 3
+    # the winner leaves: the loser is placed whole
+    for i in range(3):
+        core.delete_namespaced_pod(f"{winner}-{i}", "default")
+    wait_for(lambda: len(running_on(core, loser)) == 3, 120, "the waiting gang Running once room is made")
+
+
+def test_extender_killed_mid_placement_leaves_no_partial_gang_and_recovers(control_plane, k8s, clique_scheduler):
+    """Two members reach bind and wait for the third (held back by a scheduling gate); the extender is killed
+    while they wait. Nothing may be bound then or after the timeout; once the third member is released, the
+    restarted extender binds the whole gang."""
+    import signal
+    import time
+
+    core = client.CoreV1Api(k8s)
+    pool, names, domain = new_pool(k8s, domains=1, hosts=4)
+    g = f"{pool}-r"
+    core.create_namespaced_pod("default", gang_pod(f"{g}-0", g, 3, pool=pool))
+    core.create_namespaced_pod("default", gang_pod(f"{g}-1", g, 3, pool=pool))
+    core.create_namespaced_pod("default", gang_pod(f"{g}-2", g, 3, pool=pool, gated=True))
+    log = clique_scheduler["log"]
+    wait_for(lambda: f"planned gang default/clique/{g}" in log.read_text(), 60, "the gang planned")
+    # The held-back member never arrives: after the bind timeout the reservation is released, nothing bound.
+    wait_for(lambda: f"released gang default/clique/{g}: bind timeout" in log.read_text(), 30, "bind timeout")
+    assert bound(core, g) == []
+    wait_for(lambda: log.read_text().count(f"planned gang default/clique/{g}") >= 2, 60, "kube-scheduler's retry")
+    time.sleep(1.0)  # members are waiting in bind again
+    proc = clique_scheduler["proc"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    for _ in range(20):  # while the extender is down and after its bind timeout: nothing bound
+        assert bound(core, g) == []
+        time.sleep(0.5)
+    clique_scheduler["restart"]()
+    time.sleep(10)  # past a full bind timeout of the restarted extender
+    assert bound(core, g) == [], "a partial gang was bound"
+    core.patch_namespaced_pod(f"{g}-2", "default", {"spec": {"schedulingGates": None}})
+    placed = wait_for(lambda: (r := running_on(core, g)) and len(r) == 3 and r, 120, "whole gang Running after restart")
+    assert len({domain[n] for n in placed.values()}) == 1
+
+
+def test_single_gpu_pods_are_bin_packed_and_other_schedulers_pods_are_counted(k8s, clique_scheduler):
+    core = client.CoreV1Api(k8s)
+    pool, names, _ = new_pool(k8s, domains=1, hosts=4)
+    # A default-scheduler pod uses 4 GPUs of names[2]: Clique must count it, never bind it.
+    other = gpu_pod(f"{pool}-other", 4, labels={"app": "other"})
+    other["spec"]["nodeSelector"] = {"kubernetes.io/hostname": names[2]}
+    core.create_namespaced_pod("default", other)
+    wait_for(lambda: core.read_namespaced_pod(f"{pool}-other", "default").status.phase == "Running", 60, "other Running")
+    for i in range(4):
+        pod = gpu_pod(f"{pool}-s{i}", 2, scheduler="clique-scheduler", labels={"gang": f"{pool}-singles"})
+        pod["spec"]["nodeSelector"] = {"clique.dev/pool": pool}
+        core.create_namespaced_pod("default", pod)
+        wait_for(lambda: core.read_namespaced_pod(f"{pool}-s{i}", "default").status.phase == "Running", 60, "single Running")
+    hosts = Counter(running_on(core, f"{pool}-singles").values())
+    # best fit: the half-used host is filled first (2 pods), the rest share one more host
+    assert hosts[names[2]] == 2 and len(hosts) == 2 and sorted(hosts.values()) == [2, 2]
+    events = core.list_namespaced_event("default", field_selector=f"involvedObject.name={pool}-other").items
+    assert any(e.reason == "Scheduled" and (e.reporting_component or e.source.component) == "default-scheduler"
+               for e in events)
+
+
+def test_tensor_parallel_size_that_does_not_match_the_gang_gets_a_warning(k8s, clique_scheduler):
+    core = client.CoreV1Api(k8s)
+    pool, names, _ = new_pool(k8s, domains=1, hosts=2)
+    g = f"{pool}-tp"
+    for i in range(2):
+        core.create_namespaced_pod("default", gang_pod(f"{g}-{i}", g, 2, pool=pool, args=["--tensor-parallel-size", "8"]))
+    wait_for(lambda: len(running_on(core, g)) == 2, 60, "gang Running")
+    events = core.list_namespaced_event("default", field_selector=f"involvedObject.name={g}-0").items
+    warn = [e for e in events if e.reason == "TensorParallelMismatch"]
+    assert warn and warn[0].type == "Warning" and "tensor-parallel size 8" in warn[0].message and "16 GPUs" in warn[0].message

@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--bind-timeout", type=float, default=10.0,
                    help="seconds a gang member waits in bind for the others (keep well below httpTimeout)")
     e.add_argument("--scheduler-name", default="clique-scheduler")
+    e.add_argument("--metrics-listen", help="host:port serving only /metrics and health (e.g. 0.0.0.0:9090)")
     e.set_defaults(func=cmd_extender)
 
 
@@ -33,10 +34,15 @@ def cmd_extender(args: argparse.Namespace) -> int:
                   else preset(args.preset))
         host, _, port = args.listen.rpartition(":")
         port_n = int(port)
+        metrics = None
+        if args.metrics_listen:
+            mh, _, mp = args.metrics_listen.rpartition(":")
+            metrics = (mh or "0.0.0.0", int(mp))
     except ValueError as exc:
         print(f"clique: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(args.kubeconfig, host or "127.0.0.1", port_n, levels, args.bind_timeout, args.scheduler_name))
+    asyncio.run(serve(args.kubeconfig, host or "127.0.0.1", port_n, levels, args.bind_timeout, args.scheduler_name,
+                      metrics))
     return 0
 
 

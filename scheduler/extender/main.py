@@ -1,4 +1,4 @@
-"""Runs the extender: API client, cluster-state watches, HTTP server. Side effects: network, API reads/writes."""
+"""Runs the extender: API client, cluster-state watches, HTTP servers. Side effects: network, API reads/writes."""
 
 from __future__ import annotations
 
@@ -16,24 +16,30 @@ log = logging.getLogger("clique.extender")
 
 
 async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Level, ...], bind_timeout_s: float,
-                scheduler_name: str) -> None:
+                scheduler_name: str, metrics_listen: tuple[str, int] | None = None) -> None:
+    """Serve the verbs on host:port (keep it loopback: /bind binds pods) and, if given, only /metrics and the
+    health endpoints on `metrics_listen`, for Prometheus and probes."""
     from kubernetes_asyncio import config
+    from kubernetes_asyncio.client import ApiClient
 
     if kubeconfig:
         api = await config.new_client_from_config(config_file=kubeconfig)
     else:
         config.load_incluster_config()
-        from kubernetes_asyncio.client import ApiClient
-
         api = ApiClient()
     state = ClusterState(levels)
     extender = Extender(state, api, bind_timeout_s=bind_timeout_s, scheduler_name=scheduler_name)
     watches = asyncio.create_task(state.run(api))
-    runner = web.AppRunner(extender.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    log.info("extender listening on http://%s:%d (levels: %s)", host, port, ", ".join(lv.label for lv in levels))
+    runners = []
+    for app, (h, p) in [(extender.app(), (host, port))] + ([(extender.metrics_app(), metrics_listen)]
+                                                            if metrics_listen else []):
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, h, p).start()
+        runners.append(runner)
+    log.info("extender listening on http://%s:%d%s (levels: %s)", host, port,
+             f", metrics on http://{metrics_listen[0]}:{metrics_listen[1]}" if metrics_listen else "",
+             ", ".join(lv.label for lv in levels))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -41,5 +47,6 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     await stop.wait()
     log.info("stopping")
     watches.cancel()
-    await runner.cleanup()
+    for runner in runners:
+        await runner.cleanup()
     await api.close()

@@ -92,6 +92,13 @@ class Extender:
         app.router.add_post("/filter", self._wrap("filter", self.filter))
         app.router.add_post("/prioritize", self._wrap("prioritize", self.prioritize))
         app.router.add_post("/bind", self._wrap("bind", self.bind))
+        return self._add_health_routes(app)
+
+    def metrics_app(self) -> web.Application:
+        """Only /metrics and health: safe to expose beyond loopback."""
+        return self._add_health_routes(web.Application())
+
+    def _add_health_routes(self, app: web.Application) -> web.Application:
         app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", lambda r: web.Response(body=generate_latest(self.metrics.registry),

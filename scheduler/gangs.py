@@ -66,8 +66,10 @@ def _int(value: Any) -> int | None:
     return n if n > 0 else None
 
 
-def recognize(pod: Mapping[str, Any], sizes: Mapping[str, int] | None = None) -> GangRef:
-    """The gang of a pod (a dict as the API serves it). `sizes` maps `size_object` strings to member counts."""
+def recognize(pod: Mapping[str, Any], sizes: Mapping[str, int] | None = None,
+              topology: Mapping[str, str] | None = None) -> GangRef:
+    """The gang of a pod (a dict as the API serves it). `sizes` maps `size_object` strings to member counts,
+    `topology` to a required topology key read from the same object (the pod's annotation wins)."""
     ns, name, labels, ann = _meta(pod)
     both = {**labels, **ann}
     req, pref = both.get(TOPOLOGY_REQUIRED), both.get(TOPOLOGY_PREFERRED)
@@ -76,7 +78,8 @@ def recognize(pod: Mapping[str, Any], sizes: Mapping[str, int] | None = None) ->
     def ref(gang: str, source: str, size: int | None, role: str, size_object: str | None = None) -> GangRef:
         if size is None and size_object:
             size = sizes.get(size_object)
-        return GangRef(ns, gang, source, size, role, req, pref, size_object)
+        required = req or ((topology or {}).get(size_object) if size_object else None)
+        return GangRef(ns, gang, source, size, role, required, pref, size_object)
 
     if GANG in both:
         return ref(both[GANG], "clique", _int(both.get(GANG_SIZE)), both.get(ROLE, "worker"))
@@ -136,3 +139,28 @@ def declared_tp_size(pod: Mapping[str, Any]) -> int | None:
         if m:
             return int(m.group(1))
     return None
+
+
+# Where each gang source keeps its size: (API group, version, plural) of the object named by `size_object`.
+SIZE_OBJECTS = {
+    "volcano": ("scheduling.volcano.sh", "v1beta1", "podgroups"),
+    "coscheduling": ("scheduling.x-k8s.io", "v1alpha1", "podgroups"),
+    "podgroup": ("scheduling.k8s.io", "v1beta1", "podgroups"),
+    "grove": ("scheduler.grove.io", "v1alpha1", "podgangs"),
+}
+
+
+def size_from_object(source: str, obj: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """(gang size, required topology label key) from a PodGroup / PodGang object as the API serves it."""
+    spec = obj.get("spec") or {}
+    if source in ("volcano", "coscheduling"):
+        return _int(spec.get("minMember")), None
+    if source == "podgroup":
+        policy = spec.get("schedulingPolicy") or {}
+        size = _int((policy.get("gang") or {}).get("minCount")) if policy.get("gang") else 1
+        keys = [t.get("key") for t in (spec.get("schedulingConstraints") or {}).get("topology") or [] if t.get("key")]
+        return size, (keys[0] if keys else None)
+    if source == "grove":
+        total = sum(_int(g.get("minReplicas")) or 0 for g in spec.get("podgroups") or [])
+        return (total or None), None
+    return None, None

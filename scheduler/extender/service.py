@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from scheduler.extender.state import ClusterState
 from scheduler.extender.wire import (FilterResult, WireError, binding_result_json, parse_binding_args,
                                      parse_extender_args, priorities_json)
-from scheduler.gangs import GangRef, declared_tp_size, pod_request, recognize
+from scheduler.gangs import SIZE_OBJECTS, GangRef, declared_tp_size, pod_request, recognize, size_from_object
 from scheduler.placement.engine import CliqueEngine
 from scheduler.placement.types import Gang, Role, Snapshot
 
@@ -45,6 +45,10 @@ class Reservation:
     created: float
     arrived: dict[str, str] = field(default_factory=dict)  # pod key -> uid, members that reached bind
     done: asyncio.Future | None = None
+
+    @property
+    def planned(self) -> int:
+        return len(self.hosts) + len(self.unclaimed)
 
     def reserved_usage(self) -> dict[str, tuple[int, int, int, int]]:
         """Resources held on each host for members not bound yet (all of them: binding is all at once)."""
@@ -84,6 +88,7 @@ class Extender:
         self.reservations: dict[str, Reservation] = {}
         self.metrics = Metrics()
         self._event_sent: dict[tuple[str, str], float] = {}
+        self._objects: dict[str, tuple[int, str | None, float]] = {}  # size object -> (size, topology key, read at)
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ HTTP
@@ -133,13 +138,46 @@ class Extender:
     # ------------------------------------------------------------------ verbs
     async def filter(self, body: Any) -> dict:
         args = parse_extender_args(body)
-        result = self._filter(args.pod, args.node_names)
+        sizes, topology, problem = await self._gang_object(args.pod)
+        if problem:
+            self._event(args.pod, "GangSizeUnknown", problem)
+            return FilterResult([], {n: problem for n in args.node_names}).to_json()
+        result = self._filter(args.pod, args.node_names, sizes, topology)
         return result.to_json()
 
-    def _filter(self, pod: dict, nodes: list[str]) -> FilterResult:
+    async def _gang_object(self, pod: dict) -> tuple[dict[str, int], dict[str, str], str]:
+        """Read the PodGroup / PodGang that holds a gang's size (cached 10 s). Returns sizes, topology, problem."""
+        from kubernetes_asyncio import client
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        gang = recognize(pod)
+        if gang.size is not None or not gang.size_object:
+            return {}, {}, ""
+        now = time.monotonic()
+        cached = self._objects.get(gang.size_object)
+        if cached and now - cached[2] < 10:
+            return {gang.size_object: cached[0]}, ({gang.size_object: cached[1]} if cached[1] else {}), ""
+        group, version, plural = SIZE_OBJECTS[gang.source]
+        kind = gang.size_object.split(" ", 1)[0]
+        try:
+            obj = await client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                group, version, gang.namespace, plural, gang.name)
+        except ApiException as exc:
+            what = {404: "not found (or its CRD is not installed)", 403: "not readable: RBAC forbids it"}.get(
+                exc.status, f"unreadable ({exc.status} {exc.reason})")
+            return {}, {}, (f"gang {gang.name}: {kind} {gang.namespace}/{gang.name} ({group}/{version}) is {what}; "
+                            "create it, or annotate the pods with clique.dev/gang-size")
+        size, topo_key = size_from_object(gang.source, obj)
+        if size is None:
+            return {}, {}, f"gang {gang.name}: {gang.size_object} has no member count; set it, or annotate clique.dev/gang-size"
+        self._objects[gang.size_object] = (size, topo_key, now)
+        return {gang.size_object: size}, ({gang.size_object: topo_key} if topo_key else {}), ""
+
+    def _filter(self, pod: dict, nodes: list[str], sizes: dict[str, int] | None = None,
+                topology: dict[str, str] | None = None) -> FilterResult:
         self._expire()
         key = _pod_key(pod)
-        gang = recognize(pod)
+        gang = recognize(pod, sizes, topology)
         host, reason = self._host_for(pod, key, gang, set(nodes))
         if host is None:
             self.metrics.reasons.labels("unschedulable").inc()
@@ -166,8 +204,7 @@ class Extender:
                     return host, ""
             return None, f"gang {gang.name} is already planned without a place for this pod (role {gang.role})"
         if gang.size is None:
-            reason = (f"gang {gang.name}: its size lives in {gang.size_object}, which Clique cannot read yet; "
-                      "add the clique.dev/gang-size annotation")
+            reason = f"gang {gang.name} has no size: add the clique.dev/gang-size annotation to its pods"
             self._event(pod, "GangSizeUnknown", reason)
             return None, reason
         members = self.state.gang_members(gang.key) if gang.source != "single" else [pod]
@@ -244,12 +281,12 @@ class Extender:
         res.arrived[key] = args.pod_uid
         if res.done is None:
             res.done = asyncio.get_running_loop().create_future()
-        if len(res.arrived) == res.gang.size:
+        if len(res.arrived) == res.planned:
             asyncio.get_running_loop().create_task(self._bind_all(res))
         try:
             err = await asyncio.wait_for(asyncio.shield(res.done), self.bind_timeout_s)
         except asyncio.TimeoutError:
-            err = (f"gang {res.gang.name}: only {len(res.arrived)} of {res.gang.size} pods reached bind within "
+            err = (f"gang {res.gang.name}: only {len(res.arrived)} of {res.planned} pods reached bind within "
                    f"{self.bind_timeout_s:.0f}s; reservation released, kube-scheduler will retry")
             if self.reservations.get(res.gang.key) is res:
                 self._release(res.gang.key, "bind timeout")

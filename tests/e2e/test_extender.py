@@ -248,3 +248,52 @@ def test_tensor_parallel_size_that_does_not_match_the_gang_gets_a_warning(k8s, c
     events = core.list_namespaced_event("default", field_selector=f"involvedObject.name={g}-0").items
     warn = [e for e in events if e.reason == "TensorParallelMismatch"]
     assert warn and warn[0].type == "Warning" and "tensor-parallel size 8" in warn[0].message and "16 GPUs" in warn[0].message
+
+
+def test_gang_size_comes_from_a_coscheduling_podgroup_and_a_missing_one_is_explained(k8s, clique_scheduler):
+    ext = client.ApiextensionsV1Api(k8s)
+    crd = "podgroups.scheduling.x-k8s.io"
+    try:  # a stand-in CRD (any spec) for scheduler-plugins' PodGroup: Clique reads spec.minMember
+        ext.create_custom_resource_definition({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": crd},
+            "spec": {"group": "scheduling.x-k8s.io", "scope": "Namespaced",
+                     "names": {"kind": "PodGroup", "plural": "podgroups", "singular": "podgroup"},
+                     "versions": [{"name": "v1alpha1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                         "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}})
+    except client.exceptions.ApiException as exc:
+        assert exc.status == 409
+    core, custom = client.CoreV1Api(k8s), client.CustomObjectsApi(k8s)
+    pool, names, domain = new_pool(k8s, domains=2, hosts=3)
+
+    def member(name: str, group: str) -> dict:
+        pod = gpu_pod(name, 8, scheduler="clique-scheduler", labels={"gang": group, "scheduling.x-k8s.io/pod-group": group})
+        pod["metadata"]["annotations"] = {"clique.dev/topology-required": "nvlink"}
+        pod["spec"]["nodeSelector"] = {"clique.dev/pool": pool}
+        return pod
+
+    # no PodGroup object: the pods wait and an Event says what is missing
+    lost = f"{pool}-nopg"
+    core.create_namespaced_pod("default", member(f"{lost}-0", lost))
+    def explained():
+        events = core.list_namespaced_event("default", field_selector=f"involvedObject.name={lost}-0").items
+        return [e.message for e in events if e.reason == "GangSizeUnknown"]
+    message = wait_for(explained, 60, "GangSizeUnknown event")[0]
+    assert f"PodGroup default/{lost} (scheduling.x-k8s.io/v1alpha1) is not found" in message
+    assert not core.read_namespaced_pod(f"{lost}-0", "default").spec.node_name
+
+    group = f"{pool}-pg"
+    wait_for(lambda: _try_create_podgroup(custom, group), 30, "PodGroup created (CRD established)")
+    for i in range(3):
+        core.create_namespaced_pod("default", member(f"{group}-{i}", group))
+    placed = wait_for(lambda: (r := running_on(core, group)) and len(r) == 3 and r, 90, "PodGroup gang Running")
+    assert len({domain[n] for n in placed.values()}) == 1
+
+
+def _try_create_podgroup(custom, name: str) -> bool:
+    try:
+        custom.create_namespaced_custom_object("scheduling.x-k8s.io", "v1alpha1", "default", "podgroups", {
+            "apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup", "metadata": {"name": name},
+            "spec": {"minMember": 3}})
+        return True
+    except client.exceptions.ApiException as exc:
+        return exc.status == 409

@@ -6,7 +6,7 @@ import pytest
 
 from scheduler.extender.wire import (FilterResult, WireError, binding_result_json, parse_binding_args,
                                      parse_extender_args, priorities_json)
-from scheduler.gangs import declared_tp_size, pod_request, recognize
+from scheduler.gangs import declared_tp_size, pod_request, recognize, size_from_object
 
 
 def pod(name="p", labels=None, annotations=None, ns="infer", spec=None, owners=None):
@@ -92,3 +92,26 @@ def test_binding_args_and_replies():
         "NodeNames": ["a"], "Nodes": None, "FailedNodes": {"b": "why"}, "FailedAndUnresolvableNodes": {}, "Error": ""}
     assert priorities_json({"a": 42, "b": -1}) == [{"Host": "a", "Score": 10}, {"Host": "b", "Score": 0}]
     assert binding_result_json("boom") == {"Error": "boom"}
+
+
+@pytest.mark.parametrize("source, obj, expect", [
+    ("volcano", {"spec": {"minMember": 4}}, (4, None)),
+    ("coscheduling", {"spec": {"minMember": "2"}}, (2, None)),
+    ("podgroup", {"spec": {"schedulingPolicy": {"gang": {"minCount": 3}},
+                           "schedulingConstraints": {"topology": [{"key": "nvidia.com/gpu.clique"}]}}},
+     (3, "nvidia.com/gpu.clique")),
+    ("podgroup", {"spec": {"schedulingPolicy": {"basic": {}}}}, (1, None)),
+    ("grove", {"spec": {"podgroups": [{"name": "prefill", "minReplicas": 2}, {"name": "decode", "minReplicas": 4}]}},
+     (6, None)),
+    ("volcano", {"spec": {}}, (None, None)),
+])
+def test_gang_size_is_read_from_the_object_that_holds_it(source, obj, expect):
+    assert size_from_object(source, obj) == expect
+
+
+def test_topology_from_the_podgroup_applies_unless_the_pod_says_otherwise():
+    p = pod(spec={"schedulingGroup": {"podGroupName": "wl"}, "containers": []})
+    g = recognize(p, {"PodGroup infer/wl": 2}, {"PodGroup infer/wl": "nvidia.com/gpu.clique"})
+    assert (g.size, g.required_level) == (2, "nvidia.com/gpu.clique")
+    p["metadata"]["annotations"]["clique.dev/topology-required"] = "zone"
+    assert recognize(p, {"PodGroup infer/wl": 2}, {"PodGroup infer/wl": "nvidia.com/gpu.clique"}).required_level == "zone"

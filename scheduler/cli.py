@@ -47,6 +47,8 @@ def cmd_extender(args: argparse.Namespace) -> int:
 
 
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    from scheduler.extender.bench import register_bench as extender
     from scheduler.placement.bench import register_bench as placement
 
     placement(bench_sub)
+    extender(bench_sub)

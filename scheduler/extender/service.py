@@ -187,7 +187,9 @@ class Extender:
             self._release(gang.key, "planned host rejected by kube-scheduler's filters")
             msg = f"planned host {host} for gang {gang.name} did not pass kube-scheduler's filters; replanning"
             return FilterResult([], {n: msg for n in nodes})
-        return FilterResult([host], {n: f"gang {gang.name} is planned on other hosts" for n in nodes if n != host})
+        # Only the planned host: nodes missing from NodeNames are simply not feasible, and a reason for each of
+        # thousands of other nodes would cost more to send than the whole decision.
+        return FilterResult([host])
 
     def _host_for(self, pod: dict, key: str, gang: GangRef, candidates: set[str]) -> tuple[str | None, str]:
         req = pod_request(pod)
@@ -265,7 +267,8 @@ class Extender:
         gang = recognize(args.pod)
         res = self.reservations.get(gang.key)
         planned = res.hosts.get(_pod_key(args.pod)) if res else None
-        return priorities_json({n: 10 if n == planned else 0 for n in args.node_names})
+        # Unlisted nodes score 0; send only the planned host.
+        return priorities_json({planned: 10} if planned in args.node_names else {})
 
     async def bind(self, body: Any) -> dict:
         args = parse_binding_args(body)

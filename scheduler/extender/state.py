@@ -70,7 +70,9 @@ class ClusterState:
         self.version = 0  # bumped on any change that alters a snapshot
         self._topology: Topology | None = None
         self._topology_version = -1
-        self._base: tuple[int, dict[str, HostState]] | None = None
+        self._base: dict[str, HostState] | None = None  # host states of the last snapshot, updated in place
+        self._base_free: dict[str, tuple[int, int, int, int]] = {}
+        self._dirty: set[str] | None = None  # nodes changed since; None = rebuild all
 
     # ------------------------------------------------------------------ watches
     async def run(self, api_client: Any) -> None:
@@ -126,6 +128,11 @@ class ClusterState:
         self.nodes = {n.name: n for n in map(node_info, items)}
         self.node_version += 1
         self.version += 1
+        self._dirty = None
+
+    def _touch(self, node: str | None) -> None:
+        if node and self._dirty is not None:
+            self._dirty.add(node)
 
     def _node_event(self, typ: str, obj: dict) -> None:
         info = node_info(obj)
@@ -137,10 +144,14 @@ class ClusterState:
         if typ == "DELETED" or old is None or (old.labels, old.gpus, old.annotations.get(NVLINK)) != (
                 info.labels, info.gpus, info.annotations.get(NVLINK)):
             self.node_version += 1
+            self._dirty = None  # node set changed: rebuild every host state
+        else:
+            self._touch(info.name)
         self.version += 1
 
     def _set_pods(self, items: list[dict]) -> None:
         self.pods, self.usage, self._contrib, self.gang_index, self._gang_of = {}, {}, {}, {}, {}
+        self._dirty = None
         for p in items:
             self._pod_event("ADDED", p)
 
@@ -151,6 +162,7 @@ class ClusterState:
         # usage: take the old contribution out, put the new one in
         old = self._contrib.pop(key, None)
         if old is not None:
+            self._touch(old[0])
             acc = self.usage[old[0]]
             for i, v in enumerate(old[1]):
                 acc[i] -= v
@@ -159,6 +171,7 @@ class ClusterState:
             r = pod_request(obj)
             req = (r.gpus, r.cpu_millis, r.memory, 1)
             self._contrib[key] = (node, req)
+            self._touch(node)
             acc = self.usage.setdefault(node, [0, 0, 0, 0])
             for i, v in enumerate(req):
                 acc[i] += v
@@ -187,25 +200,41 @@ class ClusterState:
         assert self._topology is not None
         return self._topology
 
+    def _host_state(self, n: NodeInfo) -> HostState:
+        u = self.usage.get(n.name, (0, 0, 0, 0))
+        return HostState(n.name, gpus=n.gpus, cpu_millis=n.cpu_millis, memory=n.memory, pods=n.pods,
+                         gpus_used=u[0], cpu_used=u[1], memory_used=u[2], pods_used=u[3], schedulable=n.schedulable)
+
     def snapshot(self, reserved: Mapping[str, tuple[int, int, int, int]] | None = None) -> Snapshot:
-        """Hosts with what bound pods use, plus `reserved` (host -> gpus, cpu, memory, pods) of gangs in flight."""
-        if self._base is None or self._base[0] != self.version:
-            hosts = {}
-            for n in self.nodes.values():
-                u = self.usage.get(n.name, (0, 0, 0, 0))
-                hosts[n.name] = HostState(n.name, gpus=n.gpus, cpu_millis=n.cpu_millis, memory=n.memory, pods=n.pods,
-                                          gpus_used=u[0], cpu_used=u[1], memory_used=u[2], pods_used=u[3],
-                                          schedulable=n.schedulable)
-            self._base = (self.version, hosts)
-        hosts = self._base[1]
+        """Hosts with what bound pods use, plus `reserved` (host -> gpus, cpu, memory, pods) of gangs in flight.
+
+        Host states are kept between calls and only the nodes touched by events since are rebuilt, so a
+        snapshot costs O(changes), not O(nodes); the engine's free vectors are carried over the same way.
+        """
+        if self._base is None or self._dirty is None:
+            self._base = {n.name: self._host_state(n) for n in self.nodes.values()}
+            self._base_free = {name: h.free for name, h in self._base.items()}
+        else:
+            for name in self._dirty:
+                n = self.nodes.get(name)
+                if n is not None:
+                    self._base[name] = h = self._host_state(n)
+                    self._base_free[name] = h.free
+        self._dirty = set()
+        hosts, free = self._base, self._base_free
         if reserved:
-            hosts = dict(hosts)
+            hosts, free = dict(hosts), dict(free)
             for name, res in reserved.items():
                 h = hosts.get(name)
                 if h is not None:
-                    hosts[name] = replace(h, gpus_used=h.gpus_used + res[0], cpu_used=h.cpu_used + res[1],
-                                          memory_used=h.memory_used + res[2], pods_used=h.pods_used + res[3])
-        return Snapshot(self.topology(), hosts)
+                    hosts[name] = h = replace(h, gpus_used=h.gpus_used + res[0], cpu_used=h.cpu_used + res[1],
+                                              memory_used=h.memory_used + res[2], pods_used=h.pods_used + res[3])
+                    free[name] = h.free
+        else:
+            hosts, free = dict(hosts), dict(free)  # the engine must not see later in-place updates
+        snap = Snapshot(self.topology(), hosts)
+        snap.__dict__["free_vectors"] = free  # precomputed: Snapshot.free_vectors is a cached_property
+        return snap
 
     def gang_members(self, gang_key: str) -> list[dict]:
         """Pods of one gang, bound or not (from the index kept on pod events)."""

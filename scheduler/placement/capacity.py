@@ -10,7 +10,7 @@ lexicographically: fewer zones beats anything below it, then fewer spines, and s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from scheduler.placement.types import Gang, Role, Snapshot
@@ -54,6 +54,7 @@ class GangCapacity:
 
     free: dict[str, Resources]  # host -> free resources (only hosts with a slot for some role)
     slots: dict[str, tuple[int, ...]]  # host -> slots per role
+    pods: dict[str, int] = field(default_factory=dict)  # host -> gang pods it could take (pod slots, role slots)
 
     def domain_slots(self, snapshot: Snapshot, level: int, hosts: Iterable[str] | None = None
                      ) -> dict[DomainKey, list[int]]:
@@ -87,18 +88,21 @@ def gang_capacity(snapshot: Snapshot, gang: Gang, hosts: Iterable[str] | None = 
     """
     free: dict[str, Resources] = {}
     slot_map: dict[str, tuple[int, ...]] = {}
-    memo: dict[Resources, tuple[int, ...]] = {}
+    pod_map: dict[str, int] = {}
+    memo: dict[Resources, tuple[tuple[int, ...], int]] = {}
     roles = gang.roles
     all_free = snapshot.free_vectors
     for name in (all_free if hosts is None else hosts):
         f = all_free[name]
-        s = memo.get(f)
-        if s is None:
-            s = memo[f] = tuple(slots(f, r) for r in roles) if f[3] > 0 else ()
-        if s and any(s):
+        m = memo.get(f)
+        if m is None:
+            s = tuple(slots(f, r) for r in roles) if f[3] > 0 else ()
+            m = memo[f] = (s, min(f[3], sum(s)) if s else 0)
+        if m[1]:
             free[name] = f
-            slot_map[name] = s
-    return GangCapacity(free, slot_map)
+            slot_map[name] = m[0]
+            pod_map[name] = m[1]
+    return GangCapacity(free, slot_map, pod_map)
 
 
 @dataclass
@@ -109,6 +113,11 @@ class DomainTotals:
     gpus: int = 0
     pods: int = 0
     hosts: list[str] | None = None
+    untouched: int = 0  # hosts with nothing on them yet
+
+    @property
+    def all_untouched(self) -> bool:
+        return self.untouched == len(self.hosts or ())
 
     def may_hold(self, gang: Gang) -> bool:
         """Necessary (not sufficient) condition for the whole gang to fit in this domain."""
@@ -117,26 +126,26 @@ class DomainTotals:
 
 
 def domain_totals(snapshot: Snapshot, gang: Gang, cap: GangCapacity) -> list[dict[DomainKey, DomainTotals]]:
-    """Totals per domain at every level (outermost first): one pass over the candidate hosts into the innermost
-    domains, then rolled up level by level."""
+    """Totals per domain at every level (outermost first): the innermost domains from the topology's own host
+    groups (comprehensions, no per-host Python loop body), then rolled up level by level."""
     topo = snapshot.topology
     nlevels = len(topo.levels)
     nroles = len(gang.roles)
     out: list[dict[DomainKey, DomainTotals]] = [{} for _ in range(nlevels)]
     if nlevels == 0:
         return out
+    slot_map, free, untouched = cap.slots, cap.free, snapshot.untouched
     inner = out[-1]
-    for h in sorted(cap.slots):
-        s, f = cap.slots[h], cap.free[h]
-        key = topo.host_paths[h]
-        t = inner.get(key)
-        if t is None:
-            t = inner[key] = DomainTotals([0] * nroles, hosts=[])
-        for i in range(nroles):
-            t.slots[i] += s[i]
-        t.gpus += f[0]
-        t.pods += min(f[3], sum(s))
-        t.hosts.append(h)
+    for key, members in topo.domains(nlevels - 1).items():
+        hs = [h for h in members if h in slot_map]
+        if not hs:
+            continue
+        per_host = [slot_map[h] for h in hs]
+        t = DomainTotals([sum(s[i] for s in per_host) for i in range(nroles)], hosts=hs)
+        t.gpus = sum(free[h][0] for h in hs)
+        t.pods = sum([cap.pods[h] for h in hs])
+        t.untouched = sum([untouched[h] for h in hs])
+        inner[key] = t
     for lv in range(nlevels - 2, -1, -1):
         level = out[lv]
         for key, child in out[lv + 1].items():
@@ -147,6 +156,7 @@ def domain_totals(snapshot: Snapshot, gang: Gang, cap: GangCapacity) -> list[dic
                 t.slots[i] += child.slots[i]
             t.gpus += child.gpus
             t.pods += child.pods
+            t.untouched += child.untouched
             t.hosts.extend(child.hosts)
     return out
 
@@ -168,7 +178,7 @@ def lower_bound(snapshot: Snapshot, gang: Gang, cap: GangCapacity, hosts: Sequen
         if level == nlevels:
             per_role = [[cap.slots[h][i] for h in hosts] for i in range(len(gang.roles))]
             gpus = [cap.free[h][0] for h in hosts]
-            pods = [min(cap.free[h][3], sum(cap.slots[h])) for h in hosts]
+            pods = [cap.pods[h] for h in hosts]
         else:
             agg = cap.domain_slots(snapshot, level, hosts)
             per_role = [[v[i] for v in agg.values()] for i in range(len(gang.roles))]

@@ -78,7 +78,7 @@ class CliqueEngine:
             else:
                 everything = DomainTotals([sum(cap.slots[h][i] for h in cap.slots) for i in range(len(gang.roles))],
                                           sum(f[0] for f in cap.free.values()),
-                                          sum(min(cap.free[h][3], sum(cap.slots[h])) for h in cap.slots),
+                                          sum(cap.pods.values()),
                                           sorted(cap.slots))
                 cands = [((), everything)] if everything.may_hold(gang) else []
             if not cands:
@@ -113,7 +113,7 @@ class CliqueEngine:
         global_lb = lower_bound(snapshot, gang, cap, all_hosts, level)
         if global_lb is None:
             return None, True
-        scored = sorted((aff_miss(key), t.gpus, all(untouched[h] for h in t.hosts), key, t.hosts) for key, t in cands)
+        scored = sorted((aff_miss(key), t.gpus, t.all_untouched, key, t.hosts) for key, t in cands)
         best_miss = scored[0][0]
         best: tuple[tuple, list[Assignment]] | None = None
         for miss, _, _, key, hosts in scored[:MAX_GREEDY_TRIES]:

@@ -58,6 +58,7 @@ class ControlPlaneOptions:
     workdir: Path | None = None  # None: a fresh temporary directory, removed on stop
     detached: bool = False  # True: processes outlive this Python process (CLI `cluster up`)
     scheduler_config: dict[str, Any] | None = None  # KubeSchedulerConfiguration; None = stock profile only
+    start_controller_manager: bool = True  # False: no controllers (benchmarks of our own service on static nodes)
     start_scheduler: bool = True
     start_kwok: bool = True
     feature_gates: dict[str, bool] = field(default_factory=dict)  # passed to every Kubernetes component
@@ -135,6 +136,8 @@ class ControlPlane:
             "--allow-privileged=true", "--endpoint-reconciler-type=none", "--profiling=false",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             *([f"--runtime-config={runtime}"] if runtime else []), *gate_args,
+            # Without the controller-manager nothing would lift the not-ready taint this plugin puts on new nodes.
+            *([] if o.start_controller_manager else ["--disable-admission-plugins=TaintNodesByCondition"]),
         ], lambda: P.http_ok(f"{self.server}/readyz", admin_token, str(pki.ca_cert)), "kube-apiserver /readyz")
 
         kubeconfigs = {}
@@ -146,6 +149,19 @@ class ControlPlane:
             kubeconfigs[user] = path
         self._apply(_KWOK_RBAC)
 
+        if o.start_controller_manager:
+            self._start_controller_manager(pki, kubeconfigs, gate_args)
+        if o.start_scheduler:
+            self.start_scheduler(o.scheduler_config, b.kube_scheduler, kubeconfigs["system:kube-scheduler"])
+        if o.start_kwok:
+            self._start_kwok(b, kubeconfigs)
+        if o.start_controller_manager:
+            self._wait_default_service_account()
+        else:  # nothing creates it without the controller-manager; pods need it (ServiceAccount admission)
+            self._apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "default"}}])
+
+    def _start_controller_manager(self, pki, kubeconfigs, gate_args) -> None:
+        b = self._binaries or ensure_binaries()
         self.ports["kube-controller-manager"] = P.free_port()
         self._start("kube-controller-manager", [
             str(b.kube_controller_manager), f"--kubeconfig={kubeconfigs['system:kube-controller-manager']}",
@@ -161,19 +177,14 @@ class ControlPlane:
         ], lambda: P.http_ok(f"https://127.0.0.1:{self.ports['kube-controller-manager']}/healthz", insecure=True),
             "kube-controller-manager /healthz")
 
-        if o.start_scheduler:
-            self.start_scheduler(o.scheduler_config, b.kube_scheduler, kubeconfigs["system:kube-scheduler"])
-
-        if o.start_kwok:
-            self.ports["kwok"] = P.free_port()
-            self._start("kwok", [
-                str(b.kwok), f"--kubeconfig={kubeconfigs['clique:kwok']}", f"--config={STAGES_FILE}",
-                "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-                "--node-lease-duration-seconds=40", "--cidr=10.244.0.0/16", "--node-ip=10.96.0.1",
-                f"--server-address=127.0.0.1:{self.ports['kwok']}",
-            ], lambda: P.http_ok(f"http://127.0.0.1:{self.ports['kwok']}/healthz"), "kwok /healthz")
-
-        self._wait_default_service_account()
+    def _start_kwok(self, b: Binaries, kubeconfigs) -> None:
+        self.ports["kwok"] = P.free_port()
+        self._start("kwok", [
+            str(b.kwok), f"--kubeconfig={kubeconfigs['clique:kwok']}", f"--config={STAGES_FILE}",
+            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            "--node-lease-duration-seconds=40", "--cidr=10.244.0.0/16", "--node-ip=10.96.0.1",
+            f"--server-address=127.0.0.1:{self.ports['kwok']}",
+        ], lambda: P.http_ok(f"http://127.0.0.1:{self.ports['kwok']}/healthz"), "kwok /healthz")
 
     def start_scheduler(self, config: dict[str, Any] | None = None, binary: Path | None = None,
                         kubeconfig: Path | None = None, name: str = "kube-scheduler") -> P.Proc:

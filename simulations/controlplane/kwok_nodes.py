@@ -14,7 +14,8 @@ from simulations.controlplane.cluster import KWOK_NODE_ANNOTATION
 from topology.spec import GPU_RESOURCE, HostSpec
 
 
-def node_manifest(host: HostSpec) -> dict[str, Any]:
+def node_manifest(host: HostSpec, ready: bool = False) -> dict[str, Any]:
+    """The Node for a host. `ready=True` writes a Ready condition at once (for runs without kwok)."""
     capacity = {
         "cpu": f"{host.cpu_millis}m",
         "memory": str(host.memory_bytes),
@@ -32,17 +33,20 @@ def node_manifest(host: HostSpec) -> dict[str, Any]:
             "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
         },
         "spec": {},
-        "status": {"capacity": capacity, "allocatable": dict(capacity), "phase": "Pending"},
+        "status": {"capacity": capacity, "allocatable": dict(capacity), "phase": "Running" if ready else "Pending",
+                   **({"conditions": [{"type": "Ready", "status": "True", "reason": "StaticNode",
+                                       "message": "created Ready (no kubelet, no kwok)"}]} if ready else {})},
     }
 
 
-def create_nodes(api_client: Any, hosts: Iterable[HostSpec], workers: int = 8, wait_ready_s: float = 120.0) -> list[str]:
+def create_nodes(api_client: Any, hosts: Iterable[HostSpec], workers: int = 8, wait_ready_s: float = 120.0,
+                 ready: bool = False) -> list[str]:
     """Create one Node per host (existing ones are left as they are) and wait until all are Ready."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     core = client.CoreV1Api(api_client)
-    manifests = [node_manifest(h) for h in hosts]
+    manifests = [node_manifest(h, ready) for h in hosts]
 
     def create(manifest: dict[str, Any]) -> str:
         try:
@@ -66,7 +70,7 @@ def wait_nodes_ready(api_client: Any, names: set[str], timeout_s: float) -> None
     deadline = time.monotonic() + timeout_s
     pending = set(names)
     while pending:
-        for node in core.list_node(label_selector="type=kwok").items:
+        for node in core.list_node(label_selector="type=kwok", resource_version="0").items:
             conds = {c.type: c.status for c in (node.status.conditions or [])}
             if conds.get("Ready") == "True":
                 pending.discard(node.metadata.name)

@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     down.set_defaults(func=cmd_down)
 
 
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    from simulations.bench_e2e import register_bench as e2e
+
+    e2e(bench_sub)
+
+
 def _err(msg: str) -> int:
     print(f"clique: {msg}", file=sys.stderr)
     return 1

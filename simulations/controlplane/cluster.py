@@ -235,9 +235,10 @@ class ControlPlane:
     def api_client(self):  # -> kubernetes.client.ApiClient
         from kubernetes import client, config
 
-        api = config.new_client_from_config(config_file=str(self.kubeconfig))
-        api.configuration.connection_pool_maxsize = 32
-        return api if isinstance(api, client.ApiClient) else api
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        cfg.connection_pool_maxsize = 32  # parallel node and pod creation; must be set before the pool exists
+        return client.ApiClient(cfg)
 
     def _apply(self, objects: list[dict[str, Any]]) -> None:
         from kubernetes import utils

@@ -245,8 +245,11 @@ def test_tensor_parallel_size_that_does_not_match_the_gang_gets_a_warning(k8s, c
     for i in range(2):
         core.create_namespaced_pod("default", gang_pod(f"{g}-{i}", g, 2, pool=pool, args=["--tensor-parallel-size", "8"]))
     wait_for(lambda: len(running_on(core, g)) == 2, 60, "gang Running")
-    events = core.list_namespaced_event("default", field_selector=f"involvedObject.name={g}-0").items
-    warn = [e for e in events if e.reason == "TensorParallelMismatch"]
+    # on the member whose filter call planned the gang (whichever kube-scheduler took first); sent asynchronously
+    def warning():
+        return [e for i in range(2) for e in core.list_namespaced_event(
+            "default", field_selector=f"involvedObject.name={g}-{i}").items if e.reason == "TensorParallelMismatch"]
+    warn = wait_for(warning, 30, "TensorParallelMismatch event")
     assert warn and warn[0].type == "Warning" and "tensor-parallel size 8" in warn[0].message and "16 GPUs" in warn[0].message
 
 

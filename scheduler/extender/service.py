@@ -236,7 +236,7 @@ class Extender:
         snapshot = self.state.snapshot({h: tuple(v) for h, v in reserved.items()})  # type: ignore[misc]
         # Only the nodes kube-scheduler's own filters passed for this pod (its selectors, affinities, taints):
         # gang members share a template, so they share these constraints.
-        excluded = [h for h in snapshot.hosts if h not in candidates]
+        excluded = [] if candidates.issuperset(snapshot.hosts) else [h for h in snapshot.hosts if h not in candidates]
         if excluded:
             hosts = dict(snapshot.hosts)
             for h in excluded:

@@ -72,6 +72,7 @@ class ClusterState:
         self._topology_version = -1
         self._base: dict[str, HostState] | None = None  # host states of the last snapshot, updated in place
         self._base_free: dict[str, tuple[int, int, int, int]] = {}
+        self._base_untouched: dict[str, bool] = {}
         self._dirty: set[str] | None = None  # nodes changed since; None = rebuild all
 
     # ------------------------------------------------------------------ watches
@@ -214,12 +215,14 @@ class ClusterState:
         if self._base is None or self._dirty is None:
             self._base = {n.name: self._host_state(n) for n in self.nodes.values()}
             self._base_free = {name: h.free for name, h in self._base.items()}
+            self._base_untouched = {name: h.gpus_used == 0 and h.pods_used == 0 for name, h in self._base.items()}
         else:
             for name in self._dirty:
                 n = self.nodes.get(name)
                 if n is not None:
                     self._base[name] = h = self._host_state(n)
                     self._base_free[name] = h.free
+                    self._base_untouched[name] = h.gpus_used == 0 and h.pods_used == 0
         self._dirty = set()
         hosts, free = self._base, self._base_free
         if reserved:
@@ -233,7 +236,10 @@ class ClusterState:
         else:
             hosts, free = dict(hosts), dict(free)  # the engine must not see later in-place updates
         snap = Snapshot(self.topology(), hosts)
-        snap.__dict__["free_vectors"] = free  # precomputed: Snapshot.free_vectors is a cached_property
+        # precomputed (Snapshot's cached properties): reservations do not change what counts as untouched,
+        # which is about what is bound
+        snap.__dict__["free_vectors"] = free
+        snap.__dict__["untouched"] = dict(self._base_untouched)
         return snap
 
     def gang_members(self, gang_key: str) -> list[dict]:

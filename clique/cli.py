@@ -21,8 +21,9 @@ def _component_clis() -> list[ModuleType]:
     from scheduler import cli as scheduler_cli
     from simulations import cli as simulations_cli
     from topology import cli as topology_cli
+    from topology.agent import cli as agent_cli
 
-    return [topology_cli, scheduler_cli, autoscaler_cli, simulations_cli]
+    return [topology_cli, scheduler_cli, autoscaler_cli, simulations_cli, agent_cli]
 
 
 def build_parser(modules: Sequence[ModuleType] | None = None, prog: str = "clique") -> argparse.ArgumentParser:

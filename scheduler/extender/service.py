@@ -104,11 +104,16 @@ class Extender:
         return self._add_health_routes(web.Application())
 
     def _add_health_routes(self, app: web.Application) -> web.Application:
-        app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
+        app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", lambda r: web.Response(body=generate_latest(self.metrics.registry),
-                                                              content_type="text/plain"))
+        app.router.add_get("/metrics", self.metrics_endpoint)
         return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics.registry), content_type="text/plain")
 
     def _wrap(self, verb: str, handler):
         async def run(request: web.Request) -> web.Response:

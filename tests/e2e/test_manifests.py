@@ -29,7 +29,9 @@ def dry_run_all(k8s, objects) -> list[str]:
                 assert "AlreadyExists" in str(exc), exc
             applied.append("Namespace/" + obj["metadata"]["name"])
             continue
-        res.create(body=obj, namespace=obj["metadata"].get("namespace"), query_params=[("dryRun", "All")])
+        # `kubectl apply --server-side --dry-run=server`: works whether or not the object exists already
+        dyn.server_side_apply(res, body=obj, name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace"),
+                              field_manager="clique-manifest-test", force_conflicts=True, dry_run="All")
         applied.append(f"{obj['kind']}/{obj['metadata']['name']}")
     return applied
 

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 NVL = "nvidia.com/gpu.clique"
@@ -45,7 +42,7 @@ def run(nodes: int, timeout_s: float, say=print) -> list[dict]:
 
     from simulations.controlplane import ControlPlane, ControlPlaneOptions
     from simulations.controlplane.kwok_nodes import create_nodes
-    from simulations.controlplane.processes import free_port, http_ok
+    from scheduler.extender.process import clique_scheduler_config, start_extender, stop_extender
     from topology.spec import parse_cluster_spec
 
     opts = ControlPlaneOptions(feature_gates={"GenericWorkload": True, "TopologyAwareWorkloadScheduling": True},
@@ -61,32 +58,15 @@ def run(nodes: int, timeout_s: float, say=print) -> list[dict]:
         create_nodes(api, spec.hosts(), workers=16, wait_ready_s=300)
         domain = {h.name: h.labels[NVL] for h in spec.hosts()}
         say(f"[bench e2e] {nodes} KWOK nodes Ready in {time.perf_counter() - t:.1f}s")
-        port = free_port()
-        log = open(cp.workdir / "extender.log", "wb")
-        ext = subprocess.Popen([sys.executable, "-m", "clique", "scheduler", "extender", "--kubeconfig", str(cp.kubeconfig),
-                                "--listen", f"127.0.0.1:{port}", "--preset", "gb200-nvl72", "--bind-timeout", "10"],
-                               stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log", preset="gb200-nvl72")
         try:
-            deadline = time.monotonic() + 60
-            while not http_ok(f"http://127.0.0.1:{port}/readyz"):
-                if time.monotonic() > deadline or ext.poll() is not None:
-                    raise RuntimeError(f"extender not ready; see {cp.workdir / 'extender.log'}")
-                time.sleep(0.2)
-            cp.start_scheduler({
-                "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
-                "percentageOfNodesToScore": 100, "profiles": [{"schedulerName": "clique-scheduler"}],
-                "extenders": [{"urlPrefix": f"http://127.0.0.1:{port}", "filterVerb": "filter",
-                               "prioritizeVerb": "prioritize", "bindVerb": "bind", "weight": 1,
-                               "nodeCacheCapable": True, "httpTimeout": "30s",
-                               "managedResources": [{"name": "nvidia.com/gpu"}]}]}, name="clique-scheduler")
+            cp.start_scheduler(clique_scheduler_config(port), name="clique-scheduler")
             gangs = max(1, nodes // (2 * GANG))
             for mode, scheduler in (("stock", "default-scheduler"), ("clique", "clique-scheduler"),
                                     ("kube-workload", "default-scheduler")):
                 rows.append(_phase(core, custom, mode, scheduler, gangs, nodes, domain, timeout_s, say))
         finally:
-            ext.terminate()
-            ext.wait(timeout=15)
-            log.close()
+            stop_extender(ext)
             api.close()
     return rows
 

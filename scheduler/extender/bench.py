@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +33,7 @@ def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
 
     from simulations.controlplane import ControlPlane, ControlPlaneOptions
     from simulations.controlplane.kwok_nodes import create_nodes
-    from simulations.controlplane.processes import free_port, http_ok
+    from scheduler.extender.process import start_extender, stop_extender
     from topology.spec import parse_cluster_spec
 
     spec = parse_cluster_spec({
@@ -60,17 +58,8 @@ def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
                        "spec": {"schedulerName": "clique-scheduler", "automountServiceAccountToken": False,
                                 "containers": [{"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}
                 pods.append(api.sanitize_for_serialization(core.create_namespaced_pod("default", pod)))
-        port = free_port()
-        log = open(cp.workdir / "extender.log", "wb")
-        ext = subprocess.Popen([sys.executable, "-m", "clique", "scheduler", "extender", "--kubeconfig", str(cp.kubeconfig),
-                                "--listen", f"127.0.0.1:{port}", "--preset", "generic", "--bind-timeout", "10"],
-                               stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log", preset="generic")
         try:
-            deadline = time.monotonic() + 60
-            while not http_ok(f"http://127.0.0.1:{port}/readyz"):
-                if time.monotonic() > deadline or ext.poll() is not None:
-                    raise RuntimeError(f"extender did not become ready; see {cp.workdir / 'extender.log'}")
-                time.sleep(0.1)
             time.sleep(0.5)  # let the pod watch deliver the gang pods created just before the list
             conn = http.client.HTTPConnection("127.0.0.1", port)
             bind_conns = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(GANG_PODS)]
@@ -116,9 +105,7 @@ def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
             if bound != gangs * GANG_PODS - errors * GANG_PODS:
                 raise RuntimeError(f"expected every gang bound; the API shows {bound} bound pods")
         finally:
-            ext.terminate()
-            ext.wait(timeout=15)
-            log.close()
+            stop_extender(ext)
             api.close()
     rows = []
     for verb, ts in times.items():

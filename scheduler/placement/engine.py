@@ -98,9 +98,6 @@ class CliqueEngine:
                 cands: list[tuple[tuple, DomainTotals]], affinity: tuple[int, set] | None
                 ) -> tuple[Plan | None, bool]:
         """Phases 3-5 over candidate domains of one level. Returns (plan, proven that none exists)."""
-        topo = snapshot.topology
-        untouched = snapshot.untouched
-
         def aff_miss(key: tuple) -> int:
             # known up front when the affinity level is this level or above it
             if affinity is None or affinity[0] > level:

@@ -8,7 +8,7 @@ a reason a person can act on. Nothing here touches Kubernetes.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Iterable, Mapping
 

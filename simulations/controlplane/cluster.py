@@ -105,7 +105,6 @@ class ControlPlane:
         o = self.options
         pki = create_pki(self.workdir / "pki")
         self.tokens = pki.tokens
-        logs = self.workdir / "logs"
         gates = ",".join(f"{k}={str(v).lower()}" for k, v in sorted(o.feature_gates.items()))
         gate_args = [f"--feature-gates={gates}"] if gates else []
 

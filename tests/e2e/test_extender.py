@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 
@@ -12,7 +9,8 @@ import pytest
 from kubernetes import client
 
 from simulations.controlplane.kwok_nodes import create_nodes
-from simulations.controlplane.processes import free_port, http_ok
+from scheduler.extender.process import clique_scheduler_config, start_extender, stop_extender
+from simulations.controlplane.processes import http_ok
 from tests.e2e.helpers import gpu_pod, wait_for
 from topology.spec import parse_cluster_spec
 
@@ -22,37 +20,21 @@ NVL = "nvidia.com/gpu.clique"
 @pytest.fixture(scope="module")
 def clique_scheduler(control_plane, tmp_path_factory):
     """Our extender process plus a second kube-scheduler whose profile `clique-scheduler` calls it."""
-    port = free_port()
     log = tmp_path_factory.mktemp("extender") / "extender.log"
-    handle: dict = {"port": port, "log": log}
+    handle: dict = {"log": log}
 
     def start() -> None:
-        with open(log, "ab") as fh:
-            handle["proc"] = subprocess.Popen(
-                [sys.executable, "-m", "clique", "scheduler", "extender", "--kubeconfig", str(control_plane.kubeconfig),
-                 "--listen", f"127.0.0.1:{port}", "--preset", "gb200-nvl72", "--bind-timeout", "8"],
-                stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        wait_for(lambda: handle["proc"].poll() is None and http_ok(f"http://127.0.0.1:{port}/readyz"), 30,
-                 f"extender ready (log {log})")
+        handle["proc"], handle["port"] = start_extender(control_plane.kubeconfig, log, preset="gb200-nvl72",
+                                                        bind_timeout_s=8, port=handle.get("port"))
 
     handle["restart"] = start
     start()
     try:
-        config = {
-            "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
-            "percentageOfNodesToScore": 100,
-            "profiles": [{"schedulerName": "clique-scheduler"}],
-            "extenders": [{"urlPrefix": f"http://127.0.0.1:{port}", "filterVerb": "filter",
-                           "prioritizeVerb": "prioritize", "bindVerb": "bind", "weight": 1, "nodeCacheCapable": True,
-                           "httpTimeout": "30s", "managedResources": [{"name": "nvidia.com/gpu"}],
-                           "ignorable": False}],
-        }
-        control_plane.start_scheduler(config, name="clique-scheduler")
+        control_plane.start_scheduler(clique_scheduler_config(handle["port"]), name="clique-scheduler")
         yield handle
     finally:
         control_plane.stop_component("clique-scheduler")
-        handle["proc"].terminate()
-        handle["proc"].wait(timeout=15)
+        stop_extender(handle["proc"])
 
 
 def nvl_cluster(prefix: str, domains: int = 3, hosts: int = 4) -> list[str]:

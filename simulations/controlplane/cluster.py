@@ -149,7 +149,7 @@ class ControlPlane:
         self._apply(_KWOK_RBAC)
 
         if o.start_controller_manager:
-            self._start_controller_manager(pki, kubeconfigs, gate_args)
+            self._start_controller_manager(b, pki, kubeconfigs, gate_args)
         if o.start_scheduler:
             self.start_scheduler(o.scheduler_config, b.kube_scheduler, kubeconfigs["system:kube-scheduler"])
         if o.start_kwok:
@@ -159,8 +159,7 @@ class ControlPlane:
         else:  # nothing creates it without the controller-manager; pods need it (ServiceAccount admission)
             self._apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "default"}}])
 
-    def _start_controller_manager(self, pki, kubeconfigs, gate_args) -> None:
-        b = self._binaries or ensure_binaries()
+    def _start_controller_manager(self, b: Binaries, pki, kubeconfigs, gate_args) -> None:
         self.ports["kube-controller-manager"] = P.free_port()
         self._start("kube-controller-manager", [
             str(b.kube_controller_manager), f"--kubeconfig={kubeconfigs['system:kube-controller-manager']}",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Protocol, Sequence
 
 import networkx as nx
+import numpy as np
 
 from topology.levels import HOST_COST, Level
 from topology.nvlink import NVLINK_MATRIX_ANNOTATION, MatrixError, parse_nvlink_matrix
@@ -55,6 +56,21 @@ class Topology:
         self._members: list[dict[DomainKey, list[str]]] = [{} for _ in self.levels]
         for host in sorted(hosts, key=lambda h: h.name):
             self._add_host(host)
+        self._index_rows()
+
+    def _index_rows(self) -> None:
+        """Row numbers for hosts and integer domain codes per level: the engine's vectorised phase 1 works on
+        arrays in this row order."""
+        self.host_names: list[str] = list(self.host_paths)  # sorted: hosts were added in name order
+        self.host_row: dict[str, int] = {h: i for i, h in enumerate(self.host_names)}
+        self.level_domains: list[list[DomainKey]] = []
+        self.level_codes: list[np.ndarray] = []
+        for lv in range(len(self.levels)):
+            keys = list(self._members[lv])
+            code = {k: i for i, k in enumerate(keys)}
+            self.level_domains.append(keys)
+            self.level_codes.append(np.fromiter((code[self.host_keys[h][lv]] for h in self.host_names),
+                                                dtype=np.int64, count=len(self.host_names)))
 
     # ------------------------------------------------------------------ build
     def _add_host(self, host: HostLike) -> None:

@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable, Mapping
 
+import numpy as np
+
 from scheduler.gangs import pod_request
 from scheduler.gangs import recognize as recognize_gang
 from scheduler.placement.types import HostState, Snapshot
@@ -74,6 +76,9 @@ class ClusterState:
         self._base_free: dict[str, tuple[int, int, int, int]] = {}
         self._base_untouched: dict[str, bool] = {}
         self._dirty: set[str] | None = None  # nodes changed since; None = rebuild all
+        self._free_matrix = np.zeros((0, 4), dtype=np.int64)  # free resources in topology row order
+        self._untouched_vec = np.zeros(0, dtype=bool)
+        self._rows_version = -1  # node_version the arrays' row order belongs to
 
     # ------------------------------------------------------------------ watches
     async def run(self, api_client: Any) -> None:
@@ -212,10 +217,17 @@ class ClusterState:
         Host states are kept between calls and only the nodes touched by events since are rebuilt, so a
         snapshot costs O(changes), not O(nodes); the engine's free vectors are carried over the same way.
         """
-        if self._base is None or self._dirty is None:
+        topo = self.topology()
+        rebuild = self._base is None or self._dirty is None or self._rows_version != self.node_version
+        if rebuild:
             self._base = {n.name: self._host_state(n) for n in self.nodes.values()}
             self._base_free = {name: h.free for name, h in self._base.items()}
             self._base_untouched = {name: h.gpus_used == 0 and h.pods_used == 0 for name, h in self._base.items()}
+            zero = (0, 0, 0, 0)
+            self._free_matrix = np.array([self._base_free.get(h, zero) for h in topo.host_names],
+                                         dtype=np.int64).reshape(len(topo.host_names), 4)
+            self._untouched_vec = np.array([self._base_untouched.get(h, False) for h in topo.host_names], dtype=bool)
+            self._rows_version = self.node_version
         else:
             for name in self._dirty:
                 n = self.nodes.get(name)
@@ -223,23 +235,28 @@ class ClusterState:
                     self._base[name] = h = self._host_state(n)
                     self._base_free[name] = h.free
                     self._base_untouched[name] = h.gpus_used == 0 and h.pods_used == 0
+                    row = topo.host_row.get(name)
+                    if row is not None:
+                        self._free_matrix[row] = h.free
+                        self._untouched_vec[row] = self._base_untouched[name]
         self._dirty = set()
-        hosts, free = self._base, self._base_free
-        if reserved:
-            hosts, free = dict(hosts), dict(free)
-            for name, res in reserved.items():
-                h = hosts.get(name)
-                if h is not None:
-                    hosts[name] = h = replace(h, gpus_used=h.gpus_used + res[0], cpu_used=h.cpu_used + res[1],
-                                              memory_used=h.memory_used + res[2], pods_used=h.pods_used + res[3])
-                    free[name] = h.free
-        else:
-            hosts, free = dict(hosts), dict(free)  # the engine must not see later in-place updates
-        snap = Snapshot(self.topology(), hosts)
-        # precomputed (Snapshot's cached properties): reservations do not change what counts as untouched,
-        # which is about what is bound
+        hosts, free, matrix = dict(self._base), dict(self._base_free), self._free_matrix.copy()
+        for name, res in (reserved or {}).items():
+            h = hosts.get(name)
+            if h is not None:
+                hosts[name] = h = replace(h, gpus_used=h.gpus_used + res[0], cpu_used=h.cpu_used + res[1],
+                                          memory_used=h.memory_used + res[2], pods_used=h.pods_used + res[3])
+                free[name] = h.free
+                row = topo.host_row.get(name)
+                if row is not None:
+                    matrix[row] = h.free
+        snap = Snapshot(topo, hosts)
+        # Precomputed (Snapshot's cached properties), copies so later updates do not reach this snapshot.
+        # Reservations do not change what counts as untouched, which is about what is bound.
         snap.__dict__["free_vectors"] = free
+        snap.__dict__["free_matrix"] = matrix
         snap.__dict__["untouched"] = dict(self._base_untouched)
+        snap.__dict__["untouched_vector"] = self._untouched_vec.copy()
         return snap
 
     def gang_members(self, gang_key: str) -> list[dict]:

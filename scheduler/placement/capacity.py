@@ -11,10 +11,12 @@ lexicographically: fewer zones beats anything below it, then fewer spines, and s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from scheduler.placement.types import Gang, Role, Snapshot
-from topology.model import DomainKey
+from topology.model import DomainKey, Topology
 
 Resources = tuple[int, int, int, int]  # gpus, cpu_millis, memory bytes, pod slots
 
@@ -48,61 +50,88 @@ def cover(values: Iterable[int], need: int) -> int | None:
     return None
 
 
+class _Rows(Mapping):
+    """A read-only host -> value view over one row of an array per host, limited to candidate hosts. The
+    engine reads it host by host only for the few hosts it actually tries."""
+
+    def __init__(self, topo: Topology, mask: np.ndarray, arr: np.ndarray, scalar: bool = False) -> None:
+        self._topo, self._mask, self._arr, self._scalar = topo, mask, arr, scalar
+
+    def __getitem__(self, host: str):
+        i = self._topo.host_row.get(host)
+        if i is None or not self._mask[i]:
+            raise KeyError(host)
+        return int(self._arr[i]) if self._scalar else tuple(int(x) for x in self._arr[i])
+
+    def __contains__(self, host: object) -> bool:
+        i = self._topo.host_row.get(host)  # type: ignore[arg-type]
+        return i is not None and bool(self._mask[i])
+
+    def __iter__(self) -> Iterator[str]:
+        names = self._topo.host_names
+        return (names[i] for i in np.flatnonzero(self._mask))
+
+    def __len__(self) -> int:
+        return int(self._mask.sum())
+
+
 @dataclass
 class GangCapacity:
-    """Per-host free resources and slots for one gang over a set of candidate hosts (phase 1 result)."""
+    """Phase 1 result for one gang: per-host free resources, slots per role and pod capacity, as arrays in the
+    topology's row order, with host-keyed views for the parts of the engine that walk a few hosts."""
 
-    free: dict[str, Resources]  # host -> free resources (only hosts with a slot for some role)
-    slots: dict[str, tuple[int, ...]]  # host -> slots per role
-    pods: dict[str, int] = field(default_factory=dict)  # host -> gang pods it could take (pod slots, role slots)
+    topo: Topology
+    free_matrix: np.ndarray  # hosts x 4
+    slot_matrix: np.ndarray  # hosts x roles
+    pods_vec: np.ndarray  # hosts: gang pods a host could take (pod slots and role slots)
+    rows: np.ndarray  # candidate rows (a slot for some role), ascending
+    free: Mapping[str, Resources] = field(init=False)
+    slots: Mapping[str, tuple[int, ...]] = field(init=False)
+    pods: Mapping[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        mask = np.zeros(len(self.topo.host_names), dtype=bool)
+        mask[self.rows] = True
+        self.free = _Rows(self.topo, mask, self.free_matrix)
+        self.slots = _Rows(self.topo, mask, self.slot_matrix)
+        self.pods = _Rows(self.topo, mask, self.pods_vec, scalar=True)
+
+    def host_rows(self, hosts: Iterable[str] | np.ndarray | None) -> np.ndarray:
+        if hosts is None:
+            return self.rows
+        if isinstance(hosts, np.ndarray):
+            return hosts
+        row = self.topo.host_row
+        return np.fromiter((row[h] for h in hosts if h in self.slots), dtype=np.int64)
 
     def domain_slots(self, snapshot: Snapshot, level: int, hosts: Iterable[str] | None = None
                      ) -> dict[DomainKey, list[int]]:
         """Slots per role summed over each domain at `level` (only domains with any slot)."""
-        topo = snapshot.topology
+        rows = self.host_rows(hosts)
+        codes = self.topo.level_codes[level][rows]
+        keys = self.topo.level_domains[level]
         out: dict[DomainKey, list[int]] = {}
-        for h in (self.slots if hosts is None else hosts):
-            s = self.slots.get(h)
-            if s is None:
-                continue
-            acc = out.setdefault(topo.domain(h, level), [0] * len(s))
-            for i, v in enumerate(s):
-                acc[i] += v
-        return out
-
-    def domain_free_gpus(self, snapshot: Snapshot, level: int, hosts: Iterable[str] | None = None
-                         ) -> dict[DomainKey, int]:
-        topo = snapshot.topology
-        out: dict[DomainKey, int] = {}
-        for h in (self.free if hosts is None else hosts):
-            if h in self.free:
-                key = topo.domain(h, level)
-                out[key] = out.get(key, 0) + self.free[h][0]
+        sums = [np.bincount(codes, weights=self.slot_matrix[rows, i], minlength=len(keys))
+                for i in range(self.slot_matrix.shape[1])]
+        for code in np.unique(codes):
+            out[keys[code]] = [int(s[code]) for s in sums]
         return out
 
 
-def gang_capacity(snapshot: Snapshot, gang: Gang, hosts: Iterable[str] | None = None) -> GangCapacity:
-    """Phase 1: free resources and per-role slots of every host that can take at least one pod of the gang.
-
-    Hosts with equal free resources have equal slots, so slots are computed once per distinct free vector.
-    """
-    free: dict[str, Resources] = {}
-    slot_map: dict[str, tuple[int, ...]] = {}
-    pod_map: dict[str, int] = {}
-    memo: dict[Resources, tuple[tuple[int, ...], int]] = {}
-    roles = gang.roles
-    all_free = snapshot.free_vectors
-    for name in (all_free if hosts is None else hosts):
-        f = all_free[name]
-        m = memo.get(f)
-        if m is None:
-            s = tuple(slots(f, r) for r in roles) if f[3] > 0 else ()
-            m = memo[f] = (s, min(f[3], sum(s)) if s else 0)
-        if m[1]:
-            free[name] = f
-            slot_map[name] = m[0]
-            pod_map[name] = m[1]
-    return GangCapacity(free, slot_map, pod_map)
+def gang_capacity(snapshot: Snapshot, gang: Gang) -> GangCapacity:
+    """Phase 1: free resources and per-role slots of every host, vectorised; candidates = hosts with a slot."""
+    topo = snapshot.topology
+    free = snapshot.free_matrix
+    n = free.shape[0]
+    slot_matrix = np.zeros((n, len(gang.roles)), dtype=np.int64)
+    for i, role in enumerate(gang.roles):
+        req = np.array(role.request, dtype=np.int64)
+        dims = req > 0
+        q = (free[:, dims] // req[dims]).min(axis=1)
+        slot_matrix[:, i] = np.minimum(q, 1) if role.one_per_host else q
+    slot_matrix[free[:, 3] <= 0] = 0
+    pods_vec = np.minimum(free[:, 3], slot_matrix.sum(axis=1))
+    return GangCapacity(topo, free, slot_matrix, pods_vec, np.flatnonzero(pods_vec > 0))
 
 
 @dataclass
@@ -112,12 +141,18 @@ class DomainTotals:
     slots: list[int]
     gpus: int = 0
     pods: int = 0
-    hosts: list[str] | None = None
+    rows: np.ndarray | None = None  # candidate host rows, ascending
     untouched: int = 0  # hosts with nothing on them yet
+    topo: Topology | None = None
+
+    @property
+    def hosts(self) -> list[str]:
+        names = self.topo.host_names  # type: ignore[union-attr]
+        return [names[i] for i in self.rows]  # type: ignore[union-attr]
 
     @property
     def all_untouched(self) -> bool:
-        return self.untouched == len(self.hosts or ())
+        return self.untouched == len(self.rows if self.rows is not None else ())
 
     def may_hold(self, gang: Gang) -> bool:
         """Necessary (not sufficient) condition for the whole gang to fit in this domain."""
@@ -125,68 +160,87 @@ class DomainTotals:
                 and self.pods >= gang.pod_count)
 
 
-def domain_totals(snapshot: Snapshot, gang: Gang, cap: GangCapacity) -> list[dict[DomainKey, DomainTotals]]:
-    """Totals per domain at every level (outermost first): the innermost domains from the topology's own host
-    groups (comprehensions, no per-host Python loop body), then rolled up level by level."""
+def totals_of(snapshot: Snapshot, cap: GangCapacity, rows: np.ndarray) -> DomainTotals:
+    """Totals of one set of candidate rows (e.g. the whole cluster)."""
+    un = snapshot.untouched_vector
+    return DomainTotals([int(x) for x in cap.slot_matrix[rows].sum(axis=0)], int(cap.free_matrix[rows, 0].sum()),
+                        int(cap.pods_vec[rows].sum()), rows, int(un[rows].sum()), snapshot.topology)
+
+
+def domain_totals(snapshot: Snapshot, gang: Gang, cap: GangCapacity, candidates_only: bool = False
+                  ) -> list[dict[DomainKey, DomainTotals]]:
+    """Totals per domain at every level (outermost first), vectorised: candidate rows grouped by domain code.
+    With `candidates_only`, only domains that may hold the whole gang (checked on the arrays) are returned."""
     topo = snapshot.topology
-    nlevels = len(topo.levels)
-    nroles = len(gang.roles)
-    out: list[dict[DomainKey, DomainTotals]] = [{} for _ in range(nlevels)]
-    if nlevels == 0:
-        return out
-    slot_map, free, untouched = cap.slots, cap.free, snapshot.untouched
-    inner = out[-1]
-    for key, members in topo.domains(nlevels - 1).items():
-        hs = [h for h in members if h in slot_map]
-        if not hs:
+    rows = cap.rows
+    slots_r, gpus_r, pods_r = cap.slot_matrix[rows], cap.free_matrix[rows, 0], cap.pods_vec[rows]
+    un_r = snapshot.untouched_vector[rows]
+    need = np.array([r.pods for r in gang.roles], dtype=np.int64)
+    out: list[dict[DomainKey, DomainTotals]] = []
+    for lv in range(len(topo.levels)):
+        if len(rows) == 0:
+            out.append({})
             continue
-        per_host = [slot_map[h] for h in hs]
-        t = DomainTotals([sum(s[i] for s in per_host) for i in range(nroles)], hosts=hs)
-        t.gpus = sum(free[h][0] for h in hs)
-        t.pods = sum([cap.pods[h] for h in hs])
-        t.untouched = sum([untouched[h] for h in hs])
-        inner[key] = t
-    for lv in range(nlevels - 2, -1, -1):
-        level = out[lv]
-        for key, child in out[lv + 1].items():
-            t = level.get(key[: lv + 1])
-            if t is None:
-                t = level[key[: lv + 1]] = DomainTotals([0] * nroles, hosts=[])
-            for i in range(nroles):
-                t.slots[i] += child.slots[i]
-            t.gpus += child.gpus
-            t.pods += child.pods
-            t.untouched += child.untouched
-            t.hosts.extend(child.hosts)
+        codes = topo.level_codes[lv][rows]
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_codes)) + 1))
+        ends = np.append(starts[1:], len(order))
+        slot_sums = np.add.reduceat(slots_r[order], starts, axis=0)
+        gpu_sums = np.add.reduceat(gpus_r[order], starts)
+        pod_sums = np.add.reduceat(pods_r[order], starts)
+        keep = np.arange(len(starts))
+        if candidates_only:
+            keep = np.flatnonzero((slot_sums >= need).all(axis=1) & (gpu_sums >= gang.gpu_count)
+                                  & (pod_sums >= gang.pod_count))
+        un_sorted = un_r[order]
+        keys = topo.level_domains[lv]
+        level: dict[DomainKey, DomainTotals] = {}
+        for j in keep:
+            a, b = starts[j], ends[j]
+            level[keys[sorted_codes[a]]] = DomainTotals(slot_sums[j].tolist(), int(gpu_sums[j]), int(pod_sums[j]),
+                                                        rows[order[a:b]], int(un_sorted[a:b].sum()), topo)
+        out.append(level)
     return out
 
 
-def lower_bound(snapshot: Snapshot, gang: Gang, cap: GangCapacity, hosts: Sequence[str],
+def cover_array(values: np.ndarray, need: int) -> int | None:
+    """`cover` for an array: fewest values (largest first) adding up to `need`; None if they cannot."""
+    if need <= 0:
+        return 0
+    v = np.sort(values[values > 0])[::-1]
+    cs = np.cumsum(v)
+    if len(cs) == 0 or cs[-1] < need:
+        return None
+    return int(np.searchsorted(cs, need)) + 1
+
+
+def lower_bound(snapshot: Snapshot, gang: Gang, cap: GangCapacity, hosts: Sequence[str] | np.ndarray,
                 scope_level: int) -> tuple[int, ...] | None:
     """Componentwise lower bound on the cost vector of any placement of `gang` on `hosts`.
 
     Levels at or above `scope_level` (all hosts share one domain there) count 1. None means infeasible:
     some role, or the gang's GPUs or pods, cannot be covered by these hosts at all.
     """
-    nlevels = len(snapshot.topology.levels)
-    gang_gpus, gang_pods = gang.gpu_count, gang.pod_count
+    topo = snapshot.topology
+    nlevels = len(topo.levels)
+    rows = cap.host_rows(hosts)
+    S, G, P = cap.slot_matrix[rows], cap.free_matrix[rows, 0], cap.pods_vec[rows]
     bound: list[int] = []
     for level in range(nlevels + 1):  # the last "level" is the hosts themselves
         if level <= scope_level:
             bound.append(1)
             continue
         if level == nlevels:
-            per_role = [[cap.slots[h][i] for h in hosts] for i in range(len(gang.roles))]
-            gpus = [cap.free[h][0] for h in hosts]
-            pods = [cap.pods[h] for h in hosts]
+            per_role = [S[:, i] for i in range(len(gang.roles))]
+            gpus, pods = G, P
         else:
-            agg = cap.domain_slots(snapshot, level, hosts)
-            per_role = [[v[i] for v in agg.values()] for i in range(len(gang.roles))]
-            gpus = list(cap.domain_free_gpus(snapshot, level, hosts).values())
-            pods = [sum(v) for v in agg.values()]
-        counts = [cover(per_role[i], r.pods) for i, r in enumerate(gang.roles)]
-        counts.append(cover(gpus, gang_gpus) if gang_gpus else 1)
-        counts.append(cover(pods, gang_pods))
+            _, inv = np.unique(topo.level_codes[level][rows], return_inverse=True)
+            per_role = [np.bincount(inv, weights=S[:, i]) for i in range(len(gang.roles))]
+            gpus, pods = np.bincount(inv, weights=G), np.bincount(inv, weights=P)
+        counts = [cover_array(per_role[i], r.pods) for i, r in enumerate(gang.roles)]
+        counts.append(cover_array(gpus, gang.gpu_count) if gang.gpu_count else 1)
+        counts.append(cover_array(pods, gang.pod_count))
         if any(c is None for c in counts):
             return None
         bound.append(max(1, *[c for c in counts if c is not None]))

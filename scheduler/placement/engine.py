@@ -21,8 +21,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from scheduler.placement.capacity import (DomainTotals, GangCapacity, cost_vector, domain_totals, gang_capacity,
-                                          lower_bound)
+                                          lower_bound, totals_of)
 from scheduler.placement.exact import solve_exact
 from scheduler.placement.greedy import greedy_fill
 from scheduler.placement.types import Assignment, Gang, Plan, PlanStatus, Proof, Snapshot
@@ -68,7 +70,7 @@ class CliqueEngine:
 
         # phase 1
         cap = gang_capacity(snapshot, gang)
-        totals = domain_totals(snapshot, gang, cap)
+        totals = domain_totals(snapshot, gang, cap, candidates_only=True)
         # phase 2: the innermost level, not above the required one, where one domain may hold the whole gang.
         # The cost is lexicographic, so if one domain of that level can hold it, the optimum lies inside one.
         timed_out = False
@@ -76,10 +78,7 @@ class CliqueEngine:
             if level >= 0:
                 cands = [(key, t) for key, t in sorted(totals[level].items()) if t.may_hold(gang)]
             else:
-                everything = DomainTotals([sum(cap.slots[h][i] for h in cap.slots) for i in range(len(gang.roles))],
-                                          sum(f[0] for f in cap.free.values()),
-                                          sum(cap.pods.values()),
-                                          sorted(cap.slots))
+                everything = totals_of(snapshot, cap, cap.rows)
                 cands = [((), everything)] if everything.may_hold(gang) else []
             if not cands:
                 continue
@@ -106,17 +105,17 @@ class CliqueEngine:
 
         # phase 3: one lower bound valid for every scope (computed over all of them together: any scope's
         # hosts are a subset), then greedy fills, best fit first: affinity, least free GPUs, partly used first
-        all_hosts = [h for _, t in cands for h in t.hosts]
-        global_lb = lower_bound(snapshot, gang, cap, all_hosts, level)
+        all_rows = np.concatenate([t.rows for _, t in cands])
+        global_lb = lower_bound(snapshot, gang, cap, all_rows, level)
         if global_lb is None:
             return None, True
-        scored = sorted((aff_miss(key), t.gpus, t.all_untouched, key, t.hosts) for key, t in cands)
+        scored = sorted(((aff_miss(key), t.gpus, t.all_untouched, key, t) for key, t in cands), key=lambda x: x[:4])
         best_miss = scored[0][0]
         best: tuple[tuple, list[Assignment]] | None = None
-        for miss, _, _, key, hosts in scored[:MAX_GREEDY_TRIES]:
+        for miss, _, _, key, t in scored[:MAX_GREEDY_TRIES]:
             if best is not None and miss > best[0][1]:
                 continue
-            got = greedy_fill(snapshot, gang, cap, hosts, level + 1)
+            got = greedy_fill(snapshot, gang, cap, t.hosts, level + 1)
             if got is not None:
                 rank = (cost_vector(snapshot, (a.host for a in got)), _affinity_misses(snapshot, got, affinity))
                 if best is None or rank < best[0]:
@@ -126,10 +125,10 @@ class CliqueEngine:
 
         # phase 4: CP-SAT, best bound first (each scope's own bound now), while a bound can beat the incumbent
         bounded = []
-        for miss, _, _, key, hosts in scored:
-            lb = lower_bound(snapshot, gang, cap, hosts, level)
+        for miss, _, _, key, t in scored:
+            lb = lower_bound(snapshot, gang, cap, t.rows, level)
             if lb is not None:
-                bounded.append((lb, miss, key, hosts))
+                bounded.append((lb, miss, key, t.hosts))
         bounded.sort(key=lambda b: b[:3])
         all_proven = True
         searched = 0
@@ -235,7 +234,7 @@ def reference_optimum(snapshot: Snapshot, gang: Gang) -> tuple[int, ...] | None:
         if level >= 0:
             scopes = [t.hosts for _, t in sorted(totals[level].items()) if t.may_hold(gang)]
         else:
-            scopes = [sorted(cap.slots)]
+            scopes = [list(cap.slots)]
         bounded = sorted((lb, hosts) for hosts in scopes
                          if (lb := lower_bound(snapshot, gang, cap, hosts, level)) is not None)
         best: tuple[int, ...] | None = None

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Iterable, Mapping
 
+import numpy as np
+
 from topology.model import Topology
 
 
@@ -157,6 +159,19 @@ class Snapshot:
         """Hosts with nothing on them yet: the ones to keep whole for big gangs."""
         return {n: h.gpus_used == 0 and h.pods_used == 0 for n, h in self.hosts.items()}
 
+    @cached_property
+    def free_matrix(self) -> np.ndarray:
+        """Free resources as an (hosts x 4) array in the topology's row order (zeros for hosts not here)."""
+        fv, zero = self.free_vectors, (0, 0, 0, 0)
+        names = self.topology.host_names
+        return np.array([fv.get(h, zero) for h in names], dtype=np.int64).reshape(len(names), 4)
+
+    @cached_property
+    def untouched_vector(self) -> np.ndarray:
+        un = self.untouched
+        return np.fromiter((un.get(h, False) for h in self.topology.host_names), dtype=bool,
+                           count=len(self.topology.host_names))
+
     def apply(self, gang: Gang, plan: Plan, sign: int = 1) -> "Snapshot":
         """The snapshot after binding (sign=1) or releasing (sign=-1) a placed plan."""
         roles = {r.name: r for r in gang.roles}
@@ -166,7 +181,7 @@ class Snapshot:
             hosts[a.host] = replace(h, gpus_used=h.gpus_used + sign * r.gpus, cpu_used=h.cpu_used + sign * r.cpu_millis,
                                     memory_used=h.memory_used + sign * r.memory, pods_used=h.pods_used + sign)
         out = Snapshot(self.topology, hosts)
-        # Carry the derived per-host maps over, updating only the touched hosts (O(pods), not O(hosts)).
+        # Carry the derived per-host maps and arrays over, updating only the touched hosts (O(pods), not O(hosts)).
         touched = {a.host for a in plan.assignments}
         for attr, fn in (("free_vectors", lambda s: s.free), ("untouched", lambda s: s.gpus_used == 0 and s.pods_used == 0)):
             if attr in self.__dict__:
@@ -174,6 +189,17 @@ class Snapshot:
                 for t in touched:
                     derived[t] = fn(hosts[t])
                 out.__dict__[attr] = derived
+        row = self.topology.host_row
+        if "free_matrix" in self.__dict__:
+            m = self.__dict__["free_matrix"].copy()
+            for t in touched:
+                m[row[t]] = hosts[t].free
+            out.__dict__["free_matrix"] = m
+        if "untouched_vector" in self.__dict__:
+            v = self.__dict__["untouched_vector"].copy()
+            for t in touched:
+                v[row[t]] = hosts[t].gpus_used == 0 and hosts[t].pods_used == 0
+            out.__dict__["untouched_vector"] = v
         return out
 
     def free_gpus(self) -> dict[str, int]:

@@ -9,6 +9,7 @@ placement engine's pure Snapshot; the Topology is rebuilt only when the node set
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable, Mapping
@@ -95,16 +96,24 @@ class ClusterState:
         from kubernetes_asyncio import watch
         from kubernetes_asyncio.client.exceptions import ApiException
 
+        class RawWatch(watch.Watch):
+            """Events as plain dicts: the client would otherwise re-serialise and deserialise every object
+            into model classes we never use (the extender's main CPU cost under load)."""
+
+            def get_return_type(self, func):  # noqa: ANN001
+                return None
+
         backoff = 1.0
         while True:
             try:
-                listed = await list_fn()
-                rv = listed.metadata.resource_version
-                replace([api_client.sanitize_for_serialization(o) for o in listed.items])
+                resp = await list_fn(_preload_content=False)
+                listed = json.loads(await resp.read())
+                rv = listed["metadata"]["resourceVersion"]
+                replace(listed.get("items") or [])
                 self.synced[kind].set()
-                log.info("listed %d %s at resourceVersion %s", len(listed.items), kind, rv)
+                log.info("listed %d %s at resourceVersion %s", len(listed.get("items") or []), kind, rv)
                 backoff = 1.0
-                w = watch.Watch()
+                w = RawWatch()
                 async with w:
                     async for ev in w.stream(list_fn, resource_version=rv, allow_watch_bookmarks=True,
                                              timeout_seconds=240, _request_timeout=300):

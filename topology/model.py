@@ -175,9 +175,6 @@ class Topology:
         return [{key: sum(free_gpus.get(h, 0) for h in members) for key, members in self._members[i].items()}
                 for i in range(len(self.levels))]
 
-    def describe_domain(self, level: int, key: DomainKey) -> str:
-        return f"{self.levels[level].label}={key[-1]}"
-
 
 def topology_from_spec(spec, levels: Sequence[Level] | None = None) -> Topology:
     """The topology of a cluster spec's hosts, under the spec's own levels unless others are given."""

@@ -40,8 +40,8 @@ class Reservation:
     gang: GangRef
     hosts: dict[str, str]  # pod key -> planned host (claimed members)
     unclaimed: list[tuple[str, str]]  # (role, host) not yet claimed by a pod
-    requests: dict[str, tuple[int, int, int, int]]  # pod key or role -> per-pod request
-    role_requests: dict[str, tuple[int, int, int, int]]
+    requests: dict[str, tuple[int, int, int, int]]  # pod key -> its request (claimed members)
+    role_requests: dict[str, tuple[int, int, int, int]]  # role -> per-pod request (unclaimed places)
     created: float
     arrived: dict[str, str] = field(default_factory=dict)  # pod key -> uid, members that reached bind
     done: asyncio.Future | None = None
@@ -246,6 +246,7 @@ class Extender:
             hosts = dict(snapshot.hosts)
             for h in excluded:
                 hosts[h] = replace(hosts[h], schedulable=False)
+            # a new Snapshot: its cached free vectors and arrays are derived again, with these hosts at zero
             snapshot = Snapshot(snapshot.topology, hosts)
         plan = self.engine.place(snapshot, spec)
         if not plan.placed:

@@ -35,21 +35,6 @@ def sub(free: Resources, request: Resources) -> Resources:
     return (free[0] - request[0], free[1] - request[1], free[2] - request[2], free[3] - request[3])
 
 
-def cover(values: Iterable[int], need: int) -> int | None:
-    """Fewest values (largest first) that add up to at least `need`; None if all of them fall short."""
-    if need <= 0:
-        return 0
-    total, count = 0, 0
-    for v in sorted(values, reverse=True):
-        if v <= 0:
-            break
-        total += v
-        count += 1
-        if total >= need:
-            return count
-    return None
-
-
 class _Rows(Mapping):
     """A read-only host -> value view over one row of an array per host, limited to candidate hosts. The
     engine reads it host by host only for the few hosts it actually tries."""
@@ -204,8 +189,8 @@ def domain_totals(snapshot: Snapshot, gang: Gang, cap: GangCapacity, candidates_
     return out
 
 
-def cover_array(values: np.ndarray, need: int) -> int | None:
-    """`cover` for an array: fewest values (largest first) adding up to `need`; None if they cannot."""
+def cover(values: np.ndarray, need: int) -> int | None:
+    """Fewest values (largest first) adding up to at least `need`; None if all of them fall short."""
     if need <= 0:
         return 0
     v = np.sort(values[values > 0])[::-1]
@@ -238,9 +223,9 @@ def lower_bound(snapshot: Snapshot, gang: Gang, cap: GangCapacity, hosts: Sequen
             _, inv = np.unique(topo.level_codes[level][rows], return_inverse=True)
             per_role = [np.bincount(inv, weights=S[:, i]) for i in range(len(gang.roles))]
             gpus, pods = np.bincount(inv, weights=G), np.bincount(inv, weights=P)
-        counts = [cover_array(per_role[i], r.pods) for i, r in enumerate(gang.roles)]
-        counts.append(cover_array(gpus, gang.gpu_count) if gang.gpu_count else 1)
-        counts.append(cover_array(pods, gang.pod_count))
+        counts = [cover(per_role[i], r.pods) for i, r in enumerate(gang.roles)]
+        counts.append(cover(gpus, gang.gpu_count) if gang.gpu_count else 1)
+        counts.append(cover(pods, gang.pod_count))
         if any(c is None for c in counts):
             return None
         bound.append(max(1, *[c for c in counts if c is not None]))

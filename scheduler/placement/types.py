@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -204,7 +204,3 @@ class Snapshot:
 
     def free_gpus(self) -> dict[str, int]:
         return {n: h.free_gpus for n, h in self.hosts.items()}
-
-
-def snapshot_from_hosts(topology: Topology, states: Iterable[HostState]) -> Snapshot:
-    return Snapshot(topology, {s.name: s for s in states})

@@ -7,7 +7,7 @@ Sources, first match wins:
     Volcano           annotation scheduling.k8s.io/group-name                  (size: PodGroup minMember)
     coscheduling      label scheduling.x-k8s.io/pod-group                      (size: PodGroup minMember)
     PodGroup API      spec.schedulingGroup.podGroupName (Kubernetes 1.36+)     (size from the PodGroup)
-    StatefulSet       owner StatefulSet + clique.dev/gang-size annotation
+    StatefulSet       owner StatefulSet + clique.dev/gang-size annotation: ordinals in groups of that size
 A pod with none of these is a gang of one. Sizes that live in other objects (PodGroup, PodGang) come in through
 `sizes`, looked up by the caller; without them the gang waits with a reason that says what is missing.
 Topology: clique.dev/topology-required / clique.dev/topology-preferred (a level name or a node label key).
@@ -98,8 +98,12 @@ def recognize(pod: Mapping[str, Any], sizes: Mapping[str, int] | None = None,
     if group:
         return ref(group, "podgroup", None, both.get(ROLE, "worker"), f"PodGroup {ns}/{group}")
     owner = next((o for o in (pod.get("metadata") or {}).get("ownerReferences") or [] if o.get("kind") == "StatefulSet"), None)
-    if owner and _int(ann.get(GANG_SIZE)):
-        return ref(owner["name"], "statefulset", _int(ann[GANG_SIZE]), "leader" if name.endswith("-0") else "worker")
+    size = _int(ann.get(GANG_SIZE))
+    if owner and size:
+        # ordinals 0..size-1 are gang 0, size..2*size-1 gang 1, ...: the StatefulSet scales in whole gangs
+        ordinal = int(m.group(1)) if (m := re.search(r"-(\d+)$", name)) else 0
+        return ref(f"{owner['name']}-g{ordinal // size}", "statefulset", size,
+                   "leader" if ordinal % size == 0 else "worker")
     return GangRef(ns, name, "single", 1, "pod", req, pref)
 
 

@@ -9,32 +9,11 @@ import pytest
 from kubernetes import client
 
 from simulations.controlplane.kwok_nodes import create_nodes
-from scheduler.extender.process import clique_scheduler_config, start_extender, stop_extender
 from simulations.controlplane.processes import http_ok
 from tests.e2e.helpers import gpu_pod, wait_for
 from topology.spec import parse_cluster_spec
 
 NVL = "nvidia.com/gpu.clique"
-
-
-@pytest.fixture(scope="module")
-def clique_scheduler(control_plane, tmp_path_factory):
-    """Our extender process plus a second kube-scheduler whose profile `clique-scheduler` calls it."""
-    log = tmp_path_factory.mktemp("extender") / "extender.log"
-    handle: dict = {"log": log}
-
-    def start() -> None:
-        handle["proc"], handle["port"] = start_extender(control_plane.kubeconfig, log, preset="gb200-nvl72",
-                                                        bind_timeout_s=8, port=handle.get("port"))
-
-    handle["restart"] = start
-    start()
-    try:
-        control_plane.start_scheduler(clique_scheduler_config(handle["port"]), name="clique-scheduler")
-        yield handle
-    finally:
-        control_plane.stop_component("clique-scheduler")
-        stop_extender(handle["proc"])
 
 
 def nvl_cluster(prefix: str, domains: int = 3, hosts: int = 4) -> list[str]:

@@ -35,7 +35,10 @@ def pod(name="p", labels=None, annotations=None, ns="infer", spec=None, owners=N
     ("PodGroup API", pod(spec={"schedulingGroup": {"podGroupName": "wl"}, "containers": []}),
      ("podgroup", "wl", None, "worker", None)),
     ("annotated StatefulSet", pod("trt-0", annotations={"clique.dev/gang-size": "2"},
-                                  owners=[{"kind": "StatefulSet", "name": "trt"}]), ("statefulset", "trt", 2, "leader", None)),
+                                  owners=[{"kind": "StatefulSet", "name": "trt"}]), ("statefulset", "trt-g0", 2, "leader", None)),
+    ("StatefulSet second gang, worker", pod("trt-3", annotations={"clique.dev/gang-size": "2"},
+                                            owners=[{"kind": "StatefulSet", "name": "trt"}]),
+     ("statefulset", "trt-g1", 2, "worker", None)),
     ("plain pod", pod("solo"), ("single", "solo", 1, "pod", None)),
 ])
 def test_gang_is_recognized_from_the_labels_users_already_have(scenario, p, expect):

@@ -1,0 +1,27 @@
+"""Fixtures shared by the e2e modules: Clique's scheduler (extender + second kube-scheduler) per module."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.extender.process import clique_scheduler_config, start_extender, stop_extender
+
+
+@pytest.fixture(scope="module")
+def clique_scheduler(control_plane, tmp_path_factory):
+    """Our extender process plus a second kube-scheduler whose profile `clique-scheduler` calls it."""
+    log = tmp_path_factory.mktemp("extender") / "extender.log"
+    handle: dict = {"log": log}
+
+    def start() -> None:
+        handle["proc"], handle["port"] = start_extender(control_plane.kubeconfig, log, preset="gb200-nvl72",
+                                                        bind_timeout_s=8, port=handle.get("port"))
+
+    handle["restart"] = start
+    start()
+    try:
+        control_plane.start_scheduler(clique_scheduler_config(handle["port"]), name="clique-scheduler")
+        yield handle
+    finally:
+        control_plane.stop_component("clique-scheduler")
+        stop_extender(handle["proc"])

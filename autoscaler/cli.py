@@ -158,3 +158,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 bad += 1
                 print(f"{path}: invalid: {exc}")
     return 1 if bad else 0
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    from autoscaler.bench import register_bench as autoscaler_bench
+
+    autoscaler_bench(bench_sub)

@@ -36,3 +36,11 @@ def test_bench_e2e_compares_three_schedulers_with_no_partial_gangs():
     assert set(rows) == {"stock", "clique", "kube-workload"}
     assert all(r["pods"] == 32 for r in rows.values())
     assert rows["clique"]["partial_gangs"] == 0 and rows["clique"]["one_domain_share"] == 1.0
+
+
+def test_bench_autoscaler_times_patches_from_both_sources():
+    result = run_bench("autoscaler", "--trials", "2", "--steady-minutes", "0.1")
+    assert result["benchmark"] == "autoscaler"
+    assert {r["source"] for r in result["results"]} == {"prometheus", "scrape"}
+    assert all(r["trials"] == 2 and r["max_s"] > 0 for r in result["results"])
+    assert set(result["steady"]["scale_events"]) == {"prometheus", "scrape"}

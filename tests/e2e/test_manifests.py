@@ -39,7 +39,8 @@ def dry_run_all(k8s, objects) -> list[str]:
 def test_base_manifests_apply_cleanly_with_server_side_dry_run(k8s):
     applied = dry_run_all(k8s, build(MANIFESTS))
     for expected in ("Deployment/clique-scheduler", "ConfigMap/clique-scheduler-config", "ClusterRole/clique:extender",
-                     "Service/clique-scheduler-metrics", "ServiceAccount/clique-scheduler"):
+                     "Service/clique-scheduler-metrics", "ServiceAccount/clique-scheduler",
+                     "Deployment/clique-autoscaler", "ClusterRole/clique:autoscaler", "Service/clique-autoscaler-metrics"):
         assert expected in applied
 
 

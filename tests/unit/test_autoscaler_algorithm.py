@@ -236,3 +236,17 @@ def test_policy_yaml_syntax_error_is_reported():
 
     with pytest.raises(PolicyError, match="not valid YAML"):
         parse_policy("ns", "cm", "minReplicas: [1,")
+
+
+def test_shipped_example_policies_are_valid():
+    from pathlib import Path
+
+    import yaml
+
+    from autoscaler.policy import POLICY_KEY
+
+    path = Path(__file__).parents[2] / "manifests" / "examples" / "autoscaling-dynamo-disagg.yaml"
+    parsed = [parse_policy(d["metadata"]["namespace"], d["metadata"]["name"], d["data"][POLICY_KEY])
+              for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "ConfigMap"]
+    assert [p.target.kind for p in parsed] == ["DynamoGraphDeployment", "StatefulSet"]
+    assert parsed[1].to_scale(3) == 6  # three TP16 gangs = six pods

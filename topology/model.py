@@ -65,6 +65,8 @@ class Topology:
         self.host_row: dict[str, int] = {h: i for i, h in enumerate(self.host_names)}
         self.level_domains: list[list[DomainKey]] = []
         self.level_codes: list[np.ndarray] = []
+        self.gpu_vector = np.fromiter((self.host_gpus[h] for h in self.host_names), dtype=np.int64,
+                                      count=len(self.host_names))  # GPUs per host in row order
         for lv in range(len(self.levels)):
             keys = list(self._members[lv])
             code = {k: i for i, k in enumerate(keys)}

@@ -72,7 +72,9 @@ class _Fill:
                     continue
                 closers = [h for h in fresh if len(self.host_take(h, rest, free[h])) == len(rest)]
                 if closers:
-                    h = min(closers, key=lambda x: (free[x][0], self.untouched[x], x))
+                    # best fit on GPUs; ties go to the host with the least CPU and memory left, which keeps
+                    # the big hosts whole for the pods that need them
+                    h = min(closers, key=lambda x: (free[x][0], self.untouched[x], free[x][1], free[x][2], x))
                 else:
                     h = max(fresh, key=lambda x: (len(self.host_take(x, rest, free[x])), -self.untouched[x],
                                                   -free[x][0], x))
@@ -100,7 +102,8 @@ class _Fill:
         for lv in range(self.nlevels - 1, level - 1, -1):
             groups = self._groups(hosts, lv)
             whole = [k for k, v in groups.items() if self.capacity(v, pods) >= len(pods)]
-            whole.sort(key=lambda k: (self._free_gpus(groups[k]), self._untouched(groups[k]), k))
+            whole.sort(key=lambda k: (self._free_gpus(groups[k]), self._untouched(groups[k]),
+                                      self._free_other(groups[k]), k))
             for k in whole[:MAX_SINGLE_TRIES]:
                 got, left = self.fill(groups[k], lv + 1, pods)
                 if not left:
@@ -132,6 +135,9 @@ class _Fill:
 
     def _free_gpus(self, hosts: Sequence[str]) -> int:
         return sum(self.cap.free[h][0] for h in hosts)
+
+    def _free_other(self, hosts: Sequence[str]) -> tuple[int, int]:
+        return (sum(self.cap.free[h][1] for h in hosts), sum(self.cap.free[h][2] for h in hosts))
 
     def _untouched(self, hosts: Sequence[str]) -> bool:
         return all(self.untouched[h] for h in hosts)

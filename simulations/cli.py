@@ -14,9 +14,10 @@ DEFAULT_SPEC = Path(__file__).parent / "controlplane" / "default-cluster.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from simulations import demo
+    from simulations import demo, simulate_cli
 
     demo.register(sub)
+    simulate_cli.register(sub)
     b = sub.add_parser("build", help="build (once, cached) the control-plane binaries from their Go modules")
     b.set_defaults(func=cmd_build)
 

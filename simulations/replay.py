@@ -1,0 +1,358 @@
+"""Autoscaler trace replay: a request trace through a fluid, time-stepped model of disaggregated prefill and
+decode pools, each scaled by a policy. Pure (requests and config in, numbers out; time is simulated).
+
+Model, per step of `step_s`:
+    prefill  FIFO queue of prompts; ready replicas process `prefill_tokens_per_s` each (work-conserving),
+             and no prompt finishes faster than one replica alone could; TTFT = prefill end - arrival
+    decode   a finished prefill takes a slot (max_batch per ready decode replica) or waits for one; a
+             sequence emits decode_tokens_per_s / (1 + itl_slowdown * occupancy) tokens/s;
+             mean ITL = (slot wait + decode time) / output tokens
+    scaling  each policy is evaluated every interval; a new replica serves after load_delay_s (model load);
+             GPU-hours count every replica from the moment it is requested until it is removed
+Policies: `clique` runs the autoscaler's real decision code (autoscaler.algorithm.decide) with its policy
+objects; the baselines are HPA on GPU utilization (same code, HPA defaults), a KEDA-like queue threshold
+(30 s polling, 300 s cooldown), Dynamo's load planner rule (+-1 replica per adjustment interval), fixed peak
+provisioning, and an oracle that knows the future load (an unattainable reference).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from autoscaler.algorithm import History, Reading, decide, record
+from autoscaler.policy import parse_policy
+from simulations.workloads import Request
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    prefill_tokens_per_s: float = 16000.0  # per prefill replica (TP8 H100, 70B-class model)
+    decode_tokens_per_s: float = 40.0  # per sequence at an empty batch (25 ms ITL)
+    max_batch: int = 64  # sequences per decode replica
+    itl_slowdown: float = 0.6  # ITL grows by this factor at a full batch
+    load_delay_s: float = 60.0  # model load before a new replica serves
+    prefill_pods: int = 1  # pods per prefill replica
+    decode_pods: int = 2  # pods per decode replica (a TP16 gang)
+    gpus_per_pod: int = 8
+    interval_s: float = 15.0  # evaluation interval (ours, HPA)
+    ttft_slo_s: float = 2.0
+    itl_slo_ms: float = 50.0
+    min_replicas: int = 1
+    max_replicas: int = 16
+    step_s: float = 0.25
+
+
+@dataclass
+class Pool:
+    ready: int
+    loading: list[float] = field(default_factory=list)  # times at which loading replicas become ready
+
+    @property
+    def total(self) -> int:
+        return self.ready + len(self.loading)
+
+    def set(self, n: int, now: float, delay: float) -> None:
+        if n > self.total:
+            self.loading += [now + delay] * (n - self.total)
+        else:
+            drop = self.total - n
+            while drop and self.loading:  # cancel replicas still loading first
+                self.loading.pop()
+                drop -= 1
+            self.ready -= drop
+
+    def tick(self, now: float) -> None:
+        done = [t for t in self.loading if t <= now]
+        if done:
+            self.ready += len(done)
+            self.loading = [t for t in self.loading if t > now]
+
+
+@dataclass
+class Signals:
+    """What a policy sees at an evaluation (as metrics would report it)."""
+
+    now: float
+    prefill_queue_tokens: float
+    prefill_queue_requests: int
+    prefill_busy: float  # share of prefill capacity used over the last interval (GPU utilization)
+    prefill_arrival_tps: float  # prompt tokens/s arrived over the last interval
+    decode_occupancy: float  # used slots / slots (KV-cache usage)
+    decode_waiting: int  # sequences waiting for a slot
+    prefill: int
+    decode: int
+
+
+@dataclass
+class ReplayResult:
+    policy: str
+    ttft: list[float] = field(default_factory=list)
+    itl_ms: list[float] = field(default_factory=list)
+    gpu_hours: float = 0.0
+    scale_events: int = 0
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, prefill, decode)
+    cfg: ModelConfig | None = None
+
+    def summary(self) -> dict:
+        cfg = self.cfg or ModelConfig()
+        n = max(1, len(self.ttft))
+        return {"policy": self.policy, "requests": len(self.ttft),
+                "ttft_slo_attainment": round(sum(t <= cfg.ttft_slo_s for t in self.ttft) / n, 4),
+                "itl_slo_attainment": round(sum(x <= cfg.itl_slo_ms for x in self.itl_ms) / max(1, len(self.itl_ms)), 4),
+                "p99_ttft_s": round(sorted(self.ttft)[int(0.99 * (n - 1))], 3) if self.ttft else None,
+                "gpu_hours": round(self.gpu_hours, 2), "scale_events": self.scale_events}
+
+
+Policy = Callable[[Signals], tuple[int, int]]  # -> desired (prefill, decode) replicas
+
+
+def clique_policy(cfg: ModelConfig) -> Policy:
+    """Ours: the real decision code. Prefill scales on queued prompt work and on arrival rate (utilization);
+    decode on KV occupancy. Scale-up is immediate, scale-down waits 300 s; the utilization target (35%) keeps
+    headroom for the trace's sub-minute bursts, which no reactive policy can follow with a 60 s model load."""
+    def policy_of(name: str, metrics: list[dict]) -> object:
+        return parse_policy("replay", name, {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name},
+            "minReplicas": cfg.min_replicas, "maxReplicas": cfg.max_replicas, "evaluationIntervalSeconds": cfg.interval_s,
+            "metrics": metrics, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}})
+    backlog_target = cfg.prefill_tokens_per_s * cfg.ttft_slo_s * 0.5  # queued tokens per replica
+    pre = policy_of("prefill", [
+        {"type": "Prometheus", "prometheus": {"query": "queued prompt tokens"},
+         "target": {"type": "AverageValue", "averageValue": backlog_target}},
+        {"type": "Prometheus", "prometheus": {"query": "prompt tokens/s / capacity (percent)"},
+         "target": {"type": "Value", "value": 35}}])
+    dec = policy_of("decode", [{"type": "Prometheus", "prometheus": {"query": "KV-cache usage (percent)"},
+                                "target": {"type": "Value", "value": 70}}])
+    hist = {"p": History(), "d": History()}
+
+    def run(s: Signals) -> tuple[int, int]:
+        util = 100 * s.prefill_arrival_tps / max(1e-9, s.prefill * cfg.prefill_tokens_per_s)
+        dp = decide(pre, s.prefill, [Reading(pre.metrics[0], value=s.prefill_queue_tokens),  # type: ignore[attr-defined]
+                                     Reading(pre.metrics[1], value=util)], hist["p"], s.now)  # type: ignore[attr-defined]
+        occ = 100 * s.decode_occupancy + 100 * s.decode_waiting / max(1, s.decode * cfg.max_batch)
+        dd = decide(dec, s.decode, [Reading(dec.metrics[0], value=occ)], hist["d"], s.now)  # type: ignore[attr-defined]
+        record(hist["p"], dp, s.now, applied=True)
+        record(hist["d"], dd, s.now, applied=True)
+        return dp.desired, dd.desired
+    return run
+
+
+def hpa_gpu_util(cfg: ModelConfig) -> Policy:
+    """HPA on GPU utilization, target 80%, HPA's default behavior (300 s scale-down window)."""
+    def policy_of(name: str) -> object:
+        return parse_policy("replay", name, {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": cfg.min_replicas, "maxReplicas": cfg.max_replicas,
+            "metrics": [{"type": "Prometheus", "prometheus": {"query": "DCGM_FI_DEV_GPU_UTIL"},
+                         "target": {"type": "Value", "value": 80}}]})
+    pre, dec = policy_of("prefill"), policy_of("decode")
+    hist = {"p": History(), "d": History()}
+
+    def run(s: Signals) -> tuple[int, int]:
+        # a decode GPU is "busy" whenever it holds any sequence: utilization saturates early
+        dbusy = 100 * min(1.0, s.decode_occupancy * 8)
+        dp = decide(pre, s.prefill, [Reading(pre.metrics[0], value=100 * s.prefill_busy)], hist["p"], s.now)  # type: ignore[attr-defined]
+        dd = decide(dec, s.decode, [Reading(dec.metrics[0], value=dbusy)], hist["d"], s.now)  # type: ignore[attr-defined]
+        record(hist["p"], dp, s.now, applied=True)
+        record(hist["d"], dd, s.now, applied=True)
+        return dp.desired, dd.desired
+    return run
+
+
+def keda_queue(cfg: ModelConfig, threshold: int = 10, cooldown_s: float = 300) -> Policy:
+    """KEDA-like: desired = ceil(queue length / threshold), scale-up at once, scale-down after the cooldown."""
+    state = {"last_active": -1e9, "p": cfg.min_replicas, "d": cfg.min_replicas}
+
+    def run(s: Signals) -> tuple[int, int]:
+        want_p = max(cfg.min_replicas, min(cfg.max_replicas, math.ceil(s.prefill_queue_requests / threshold)))
+        want_d = max(cfg.min_replicas, min(cfg.max_replicas, math.ceil(s.decode_waiting / threshold) + s.decode
+                                           if s.decode_waiting else s.decode))
+        if want_p >= s.prefill or s.prefill_queue_requests:
+            state["last_active"] = s.now
+        p = want_p if want_p > s.prefill or s.now - state["last_active"] > cooldown_s else s.prefill
+        return p, want_d
+    return run
+
+
+def dynamo_planner(cfg: ModelConfig, adjust_s: float = 60) -> Policy:
+    """Dynamo's load planner rule: every adjustment interval, +1 when load is above 80% of capacity (or a
+    queue waits), -1 when below 40%, per pool."""
+    state = {"next": 0.0}
+
+    def run(s: Signals) -> tuple[int, int]:
+        if s.now < state["next"]:
+            return s.prefill, s.decode
+        state["next"] = s.now + adjust_s
+        load = s.prefill_arrival_tps / max(1e-9, s.prefill * cfg.prefill_tokens_per_s)
+        p = s.prefill + (1 if load > 0.8 or s.prefill_queue_requests > 2 * s.prefill else -1 if load < 0.4 else 0)
+        d = s.decode + (1 if s.decode_occupancy > 0.8 or s.decode_waiting else -1 if s.decode_occupancy < 0.4 else 0)
+        clamp = lambda n: max(cfg.min_replicas, min(cfg.max_replicas, n))  # noqa: E731
+        return clamp(p), clamp(d)
+    return run
+
+
+def _need(requests: Sequence[Request], cfg: ModelConfig, t0: float, t1: float, util: float = 0.8,
+          bucket_s: float = 5.0) -> tuple[int, int]:
+    """Replicas the load arriving in [t0, t1) needs at `util`: the busiest `bucket_s` slice of prompt tokens
+    (bursts, not the average, decide TTFT), and the decode sequences in flight on average."""
+    span = max(1e-9, t1 - t0)
+    buckets: dict[int, int] = {}
+    seq_s = 0.0
+    for r in requests:
+        if t0 <= r.time < t1:
+            buckets[int((r.time - t0) // bucket_s)] = buckets.get(int((r.time - t0) // bucket_s), 0) + r.prompt
+            seq_s += r.output / cfg.decode_tokens_per_s
+    peak_tps = max(buckets.values(), default=0) / min(bucket_s, span)
+    p = math.ceil(peak_tps / (cfg.prefill_tokens_per_s * util))
+    d = math.ceil(seq_s / span / (cfg.max_batch * util))
+    clamp = lambda n: max(cfg.min_replicas, min(cfg.max_replicas, n))  # noqa: E731
+    return clamp(p), clamp(d)
+
+
+def fixed_peak(requests: Sequence[Request], cfg: ModelConfig, window_s: float = 60) -> Policy:
+    end = requests[-1].time if requests else 0
+    peak = [0, 0]
+    t = 0.0
+    while t <= end:
+        p, d = _need(requests, cfg, t, t + window_s)
+        peak = [max(peak[0], p), max(peak[1], d)]
+        t += window_s / 2
+    return lambda s: (peak[0], peak[1])
+
+
+def oracle(requests: Sequence[Request], cfg: ModelConfig) -> Policy:
+    """Knows the future: holds exactly what the busiest slice of load needs from now until a replica started
+    now would be ready and has served one interval (so it starts replicas a model-load ahead of a burst and
+    releases them as soon as no burst within reach needs them)."""
+    def run(s: Signals) -> tuple[int, int]:
+        return _need(requests, cfg, s.now, s.now + cfg.load_delay_s + cfg.interval_s + 5, 0.9)
+    return run
+
+
+def replay(requests: Sequence[Request], cfg: ModelConfig, name: str, policy: Policy,
+           progress: Callable[[int, int], None] | None = None, oracle_mode: bool = False) -> ReplayResult:
+    res = ReplayResult(name, cfg=cfg)
+    start = policy(Signals(0, 0, 0, 0, 0, 0, 0, cfg.min_replicas, cfg.min_replicas)) if oracle_mode else None
+    pre = Pool(start[0] if start else cfg.min_replicas)
+    dec = Pool(start[1] if start else cfg.min_replicas)
+    queue: list[list] = []  # [arrival, remaining tokens, prompt, start of service]
+    active: list[list] = []  # [decode ready time, tokens left, output tokens]
+    waiting: list[list] = []  # [prefill end time, output tokens]
+    i, now, n = 0, 0.0, len(requests)
+    end = (requests[-1].time if requests else 0) + 600
+    next_eval, busy_work, arrived_tokens, window_start = 0.0, 0.0, 0.0, 0.0
+    while now < end and (i < n or queue or active or waiting):
+        while i < n and requests[i].time <= now:
+            r = requests[i]
+            queue.append([r.time, float(r.prompt), r.prompt, None, r.output])
+            arrived_tokens += r.prompt
+            i += 1
+            if progress and i % 500 == 0:
+                progress(i, n)
+        pre.tick(now)
+        dec.tick(now)
+        # prefill: work-conserving FIFO, no prompt faster than one replica
+        budget = pre.ready * cfg.prefill_tokens_per_s * cfg.step_s
+        used = 0.0
+        k = 0
+        while k < len(queue) and budget - used > 1e-9 and k < max(1, pre.ready):
+            q = queue[k]
+            if q[3] is None:
+                q[3] = now
+            take = min(q[1], budget - used, cfg.prefill_tokens_per_s * cfg.step_s)
+            q[1] -= take
+            used += take
+            k += 1
+        busy_work += used
+        done = [q for q in queue if q[1] <= 1e-9]
+        if done:
+            queue = [q for q in queue if q[1] > 1e-9]
+            for q in done:
+                finish = now + cfg.step_s
+                res.ttft.append(finish - q[0])
+                waiting.append([finish, q[4]])
+        # decode: slots, then progress
+        slots = dec.ready * cfg.max_batch
+        while waiting and len(active) < slots:
+            w = waiting.pop(0)
+            active.append([w[0], float(w[1]), w[1]])
+        occ = len(active) / max(1, slots)
+        rate = cfg.decode_tokens_per_s / (1 + cfg.itl_slowdown * occ)
+        still = []
+        for a in active:
+            a[1] -= rate * cfg.step_s
+            if a[1] <= 0:
+                res.itl_ms.append(1000 * (now + cfg.step_s - a[0]) / a[2])
+            else:
+                still.append(a)
+        active = still
+        # scaling
+        if now >= next_eval:
+            span = max(cfg.step_s, now - window_start)
+            sig = Signals(now, sum(q[1] for q in queue), len(queue),
+                          min(1.0, busy_work / max(1e-9, pre.ready * cfg.prefill_tokens_per_s * span)) if pre.ready else 1.0,
+                          arrived_tokens / span, occ, len(waiting), pre.total, dec.total)
+            want_p, want_d = policy(sig)
+            for pool, want in ((pre, want_p), (dec, want_d)):
+                if want != pool.total:
+                    res.scale_events += 1
+                    pool.set(want, now, cfg.load_delay_s)
+            busy_work, arrived_tokens, window_start = 0.0, 0.0, now
+            next_eval = now + cfg.interval_s
+            res.timeline.append((now, pre.total, dec.total))
+        res.gpu_hours += (pre.total * cfg.prefill_pods + dec.total * cfg.decode_pods) * cfg.gpus_per_pod \
+            * cfg.step_s / 3600
+        now += cfg.step_s
+    if progress:
+        progress(n, n)
+    return res
+
+
+def compare(requests: Sequence[Request], cfg: ModelConfig,
+            progress: Callable[[str, int, int], None] | None = None) -> list[ReplayResult]:
+    policies = [("clique", clique_policy(cfg), False), ("hpa-gpu-util", hpa_gpu_util(cfg), False),
+                ("keda-queue", keda_queue(cfg), False), ("dynamo-planner", dynamo_planner(cfg), False),
+                ("fixed-peak", fixed_peak(requests, cfg), False), ("oracle", oracle(requests, cfg), True)]
+    return [replay(requests, cfg, name, pol, (lambda d, n, name=name: progress(name, d, n)) if progress else None,
+                   oracle_mode=om) for name, pol, om in policies]
+
+
+def replay_table(results: list[ReplayResult]) -> str:
+    rows = [r.summary() for r in results]
+    oracle_h = next((r["gpu_hours"] for r in rows if r["policy"] == "oracle"), None)
+    head = (f"{'policy':16} {'TTFT SLO':>9} {'ITL SLO':>8} {'p99 TTFT s':>10} {'GPU-hours':>10} "
+            f"{'x oracle':>8} {'scale events':>12}")
+    return "\n".join([head] + [
+        f"{r['policy']:16} {r['ttft_slo_attainment']:>9.1%} {r['itl_slo_attainment']:>8.1%} {r['p99_ttft_s']:>10} "
+        f"{r['gpu_hours']:>10.1f} {(r['gpu_hours'] / oracle_h if oracle_h else 0):>8.2f} {r['scale_events']:>12}"
+        for r in rows])
+
+
+def replay_plots(results: list[ReplayResult], requests: Sequence[Request], cfg: ModelConfig, path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a0, a1) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    bucket = 30.0
+    counts: dict[int, int] = {}
+    for r in requests:
+        counts[int(r.time // bucket)] = counts.get(int(r.time // bucket), 0) + r.prompt
+    xs = sorted(counts)
+    a0.plot([x * bucket / 60 for x in xs], [counts[x] / bucket for x in xs], color="#555")
+    a0.set_ylabel("prompt tokens/s")
+    a0.set_title("request load (trace) and prefill replicas per policy", fontsize=10)
+    for r in results:
+        if r.timeline:
+            t, p, _ = zip(*r.timeline)
+            a1.step([x / 60 for x in t], p, where="post", label=r.policy, lw=2.2 if r.policy == "clique" else 1.1)
+    a1.set_ylabel("prefill replicas")
+    a1.set_xlabel("minutes")
+    a1.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

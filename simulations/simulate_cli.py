@@ -1,0 +1,155 @@
+"""`clique simulate` (offline placement) and `clique replay` (autoscaler trace replay). Side effects: reads the
+trace files, writes PNG plots and JSON into --output, prints progress on stderr and a table on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("simulate", help="offline placement simulator: every policy on the same workload")
+    s.add_argument("--cluster", default="openb", help="'openb' (the openb node list with a generated topology) or "
+                                                      "a cluster spec YAML")
+    s.add_argument("--workload", default="openb-multigpu50",
+                   help="openb-multigpu50 (fill until failure), openb-default (arrivals and departures), "
+                        "dynamo (synthetic Dynamo mix), or a path to an openb-format pod CSV")
+    s.add_argument("--limit", type=int, help="use only the first N pods / gangs")
+    s.add_argument("--hosts-per-nvlink", type=int, default=1, help="openb overlay: hosts per NVLink domain")
+    s.add_argument("--hosts-per-leaf", type=int, default=8, help="openb overlay: hosts per leaf switch")
+    s.add_argument("--leaves-per-spine", type=int, default=4, help="openb overlay: leaves per spine block")
+    s.add_argument("--policies", help="comma-separated subset (default: all)")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--output", type=Path, default=Path("simulation-output"))
+    s.add_argument("--json", action="store_true", help="print the JSON result as the last line")
+    s.set_defaults(func=cmd_simulate)
+
+    r = sub.add_parser("replay", help="replay a request trace through the autoscaler's decision code and baselines")
+    r.add_argument("--trace", default="azure-code", help="azure-code, or a path (Azure CSV or Mooncake JSONL)")
+    r.add_argument("--limit", type=int, help="use only the first N requests")
+    r.add_argument("--speedup", type=float, default=1.0, help="compress trace time by this factor (load x factor)")
+    r.add_argument("--output", type=Path, default=Path("replay-output"))
+    r.add_argument("--json", action="store_true", help="print the JSON result as the last line")
+    r.add_argument("--seed", type=int, default=1)
+    from simulations.replay import ModelConfig
+
+    for f, default in ModelConfig().__dict__.items():
+        r.add_argument("--" + f.replace("_", "-"), type=type(default), default=default, dest=f)
+    r.set_defaults(func=cmd_replay)
+
+
+class Progress:
+    """A one-line progress bar on stderr per task (no dependency; quiet when stderr is not a terminal)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last: dict[str, float] = {}
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last.get(name, 0) < (0.1 if self.tty else 5):
+            return
+        self.last[name] = now
+        width = 30
+        fill = int(width * done / max(1, total))
+        line = f"  {name:20} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}"
+        if self.tty:
+            print("\r" + line, end="\n" if done >= total else "", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def simulation_inputs(args: argparse.Namespace):
+    from simulations.workloads import Overlay, data_file, dynamo_mix, openb_cluster, openb_pods
+
+    if args.cluster == "openb":
+        base = openb_cluster(overlay=Overlay(args.hosts_per_nvlink, args.hosts_per_leaf, args.leaves_per_spine))
+    else:
+        from scheduler.placement.snapshots import snapshot_from_spec
+        from topology.spec import load_cluster_spec
+
+        base = snapshot_from_spec(load_cluster_spec(Path(args.cluster)))
+    if args.workload == "dynamo":
+        arrivals, timed = dynamo_mix(args.limit or 600, args.seed), True
+    else:
+        arrivals, timed = openb_pods(data_file(args.workload), args.limit)
+    return base, arrivals, timed
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from scheduler.placement import all_policies
+    from simulations.placement_sim import plots, run_all, table
+    from simulations.workloads import ATTRIBUTION
+
+    try:
+        base, arrivals, timed = simulation_inputs(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"clique simulate: {exc}", file=sys.stderr)
+        return 2
+    policies = all_policies(seed=args.seed)
+    if args.policies:
+        want = {p.strip() for p in args.policies.split(",")}
+        unknown = want - {p.name for p in policies}
+        if unknown:
+            print(f"clique simulate: unknown policies {sorted(unknown)}; known: {[p.name for p in policies]}",
+                  file=sys.stderr)
+            return 2
+        policies = [p for p in policies if p.name in want]
+    total = sum(h.gpus for h in base.hosts.values())
+    print(f"[simulate] {len(base.hosts)} hosts, {total} GPUs; {len(arrivals)} gangs from {args.workload} "
+          f"({'arrivals and departures' if timed else 'fill until failure, file order'}); "
+          f"{len(policies)} policies", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    results = run_all(policies, base, arrivals, timed, Progress())
+    text = table(results, timed)
+    print(text)
+    args.output.mkdir(parents=True, exist_ok=True)
+    title = f"{args.workload} on {args.cluster} ({len(base.hosts)} hosts, {total} GPUs)"
+    pngs = plots(results, timed, str(args.output / f"placement-{args.workload}"), title)
+    src = "openb" if "openb" in (args.workload + args.cluster) else None
+    out = {"simulation": "placement", "workload": args.workload, "cluster": args.cluster, "hosts": len(base.hosts),
+           "gpus": total, "mode": "timed" if timed else "fill", "seed": args.seed,
+           "notes": ("openb fractional GPUs count as one whole GPU; gpu_spec is ignored" if src else ""),
+           "attribution": ATTRIBUTION.get(src, "") if src else "",
+           "results": [r.summary() for r in results]}
+    (args.output / f"placement-{args.workload}.json").write_text(json.dumps(out, indent=1))
+    print(f"[simulate] {time.monotonic() - t0:.1f}s; plots: {', '.join(str(p) for p in pngs)}", file=sys.stderr)
+    if out["attribution"]:
+        print(f"[simulate] data: {out['attribution']}; {out['notes']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from simulations.replay import ModelConfig, compare, replay_plots, replay_table
+    from simulations.workloads import ATTRIBUTION, data_file, load_requests
+
+    try:
+        requests = load_requests(data_file(args.trace), args.limit)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"clique replay: cannot read the trace: {exc}", file=sys.stderr)
+        return 2
+    if args.speedup != 1.0:
+        from simulations.workloads import Request
+
+        requests = [Request(r.time / args.speedup, r.prompt, r.output) for r in requests]
+    cfg = ModelConfig(**{f: getattr(args, f) for f in ModelConfig().__dict__})
+    print(f"[replay] {len(requests)} requests over {requests[-1].time / 60:.1f} min from {args.trace}",
+          file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    results = compare(requests, cfg, Progress())
+    print(replay_table(results))
+    args.output.mkdir(parents=True, exist_ok=True)
+    png = replay_plots(results, requests, cfg, args.output / "replay.png")
+    out = {"simulation": "autoscaling", "trace": args.trace, "requests": len(requests), "config": cfg.__dict__,
+           "attribution": ATTRIBUTION["azure"] if "azure" in str(args.trace) else "",
+           "results": [r.summary() for r in results]}
+    (args.output / "replay.json").write_text(json.dumps(out, indent=1))
+    print(f"[replay] {time.monotonic() - t0:.1f}s; plot: {png}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out))
+    return 0

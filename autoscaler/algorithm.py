@@ -168,32 +168,31 @@ def _change_in_period(events: list[tuple[float, int]], now: float, period: int) 
     return sum(n for t, n in events if now - t < period)
 
 
-def scale_up_limit(current: int, history: History, rules: ScalingRules, now: float) -> int:
-    """HPA's calculateScaleUpLimitWithScalingRules."""
+def _rate_limit(current: int, history: History, rules: ScalingRules, now: float, up: bool) -> int:
+    """HPA's calculateScaleUpLimitWithScalingRules (up) and calculateScaleDownLimitWithBehaviors (down): each
+    policy proposes a bound from the replicas at the start of its period; selectPolicy Max takes the bound that
+    allows the biggest change, Min the smallest."""
     if rules.select == "Disabled" or not rules.policies:
         return current
-    pick = min if rules.select == "Min" else max
-    result: int | None = None
+    biggest_change = max if up else min
+    pick = biggest_change if rules.select == "Max" else (min if up else max)
+    proposals = []
     for p in rules.policies:
         start = (current - _change_in_period(history.up_events, now, p.period_s)
                  + _change_in_period(history.down_events, now, p.period_s))
-        proposed = start + p.value if p.type == "Pods" else math.ceil(start * (1 + p.value / 100))
-        result = proposed if result is None else pick(result, proposed)
-    return int(result)  # type: ignore[arg-type]
+        if p.type == "Pods":
+            proposals.append(start + p.value if up else start - p.value)
+        else:  # up rounds up, or a small target could never grow; down truncates, as HPA
+            proposals.append(math.ceil(start * (1 + p.value / 100)) if up else int(start * (1 - p.value / 100)))
+    return pick(proposals)
+
+
+def scale_up_limit(current: int, history: History, rules: ScalingRules, now: float) -> int:
+    return _rate_limit(current, history, rules, now, up=True)
 
 
 def scale_down_limit(current: int, history: History, rules: ScalingRules, now: float) -> int:
-    """HPA's calculateScaleDownLimitWithBehaviors."""
-    if rules.select == "Disabled" or not rules.policies:
-        return current
-    pick = max if rules.select == "Min" else min
-    result: int | None = None
-    for p in rules.policies:
-        start = (current - _change_in_period(history.up_events, now, p.period_s)
-                 + _change_in_period(history.down_events, now, p.period_s))
-        proposed = start - p.value if p.type == "Pods" else int(start * (1 - p.value / 100))
-        result = proposed if result is None else pick(result, proposed)
-    return int(result)  # type: ignore[arg-type]
+    return _rate_limit(current, history, rules, now, up=False)
 
 
 def decide(policy: Policy, current: int, readings: list[Reading], history: History, now: float,

@@ -58,14 +58,20 @@ async def run(opts: DaemonOptions, stop: asyncio.Event | None = None) -> None:
         elector = LeaderElector(api, opts.lease_namespace, opts.lease_name, identity)
         tasks.append(asyncio.create_task(elector.run()))
 
-    healthy = {"loop": True}
+    # healthy while the loop keeps completing ticks; a leader whose ticks all fail (API unreachable) for
+    # `stall_s` reports 500 so that its probe restarts it and a standby takes the Lease
+    stall_s = max(60.0, 20 * opts.tick_s)
+    last_ok = {"t": asyncio.get_running_loop().time()}
 
     async def metrics(_: web.Request) -> web.Response:
         scaler.metrics.leader.set(1 if elector is None or elector.is_leader.is_set() else 0)
         return web.Response(body=generate_latest(scaler.metrics.registry), content_type="text/plain")
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok" if healthy["loop"] else "loop stalled", status=200 if healthy["loop"] else 500)
+        leading = elector is None or elector.is_leader.is_set()
+        stalled = leading and asyncio.get_running_loop().time() - last_ok["t"] > stall_s
+        return web.Response(text=f"no successful evaluation for {stall_s:.0f}s" if stalled else "ok",
+                            status=500 if stalled else 200)
 
     async def readyz(_: web.Request) -> web.Response:
         ready = state is None or all(e.is_set() for e in state.synced.values())
@@ -93,9 +99,11 @@ async def run(opts: DaemonOptions, stop: asyncio.Event | None = None) -> None:
             if elector is None or elector.is_leader.is_set():
                 try:
                     await scaler.tick()
-                    healthy["loop"] = True
+                    last_ok["t"] = asyncio.get_running_loop().time()
                 except Exception as exc:  # e.g. the API server unreachable while listing policies: retry
                     log.warning("tick failed: %s", exc)
+            else:
+                last_ok["t"] = asyncio.get_running_loop().time()  # a standby has nothing to evaluate
             try:
                 await asyncio.wait_for(stop.wait(), opts.tick_s)
             except asyncio.TimeoutError:

@@ -38,7 +38,10 @@ KV_METRICS = ("vllm:kv_cache_usage_perc", "dynamo_component_kvstats_gpu_cache_us
 # reports bytes. Both are accepted (the byte names can be overridden: usedMetric / freeMetric).
 DCGM_LEGACY = ("DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE")
 DCGM_BYTES = ("DCGM_FI_DEV_FB_USED_BYTES", "DCGM_FI_DEV_FB_FREE_BYTES")
-METRIC_TYPES = ("QueueDepth", "KVCacheUsage", "GPUMemory", "Latency", "Prometheus")
+# metric type -> the key of its settings, HPA-style (type: Pods -> pods: {...})
+BODY_KEYS = {"QueueDepth": "queueDepth", "KVCacheUsage": "kvCacheUsage", "GPUMemory": "gpuMemory",
+             "Latency": "latency", "Prometheus": "prometheus"}
+METRIC_TYPES = tuple(BODY_KEYS)
 TARGET_TYPES = ("Value", "AverageValue", "Utilization")
 SOURCES = ("Prometheus", "Scrape")
 
@@ -274,9 +277,7 @@ def _metric(i: int, raw: Any, errs: list[str]) -> MetricSpec | None:
     if typ not in METRIC_TYPES:
         errs.append(f"{at}.type: {typ!r} is not one of {', '.join(METRIC_TYPES)}")
         return None
-    body_key = typ[0].lower() + typ[1:] if typ != "GPUMemory" else "gpuMemory"
-    if typ == "KVCacheUsage":
-        body_key = "kvCacheUsage"
+    body_key = BODY_KEYS[typ]
     body = raw.get(body_key) or {}
     if not isinstance(body, dict):
         errs.append(f"{at}.{body_key}: must be a mapping")

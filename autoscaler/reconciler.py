@@ -171,7 +171,7 @@ class Autoscaler:
         m.blocked.labels(key).set(decision.blocked_by_capacity)
         m.metrics_ok.labels(key).set(1 if all(o.replicas is not None for o in decision.metrics) else 0)
         log.info("policy %s: %s [%s]%s", key, decision.message, decision.reason.value, " (dry run)" if dry else "")
-        await self._announce(p, rt, decision, applied, dry)
+        await self._announce(p, rt, decision, dry)
         await self._write_status(key, rt, self._status(p, decision, dry))
         return decision
 
@@ -227,28 +227,26 @@ class Autoscaler:
         except Exception as exc:  # status is advice; the decision already happened
             log.warning("policy %s: could not write status (%s)", key, exc)
 
-    async def _announce(self, p: Policy, rt: PolicyRuntime, d: Decision, applied: bool, dry: bool) -> None:
-        """An Event on the scale target for each change; holds and capacity blocks at most every 5 minutes."""
+    async def _announce(self, p: Policy, rt: PolicyRuntime, d: Decision, dry: bool) -> None:
+        """Events on the scale target: every change (ScaledUp / ScaledDown, or DryRun<reason>), and, at most every
+        5 minutes each, BlockedByCapacity and metric holds (NoMetrics / MetricsMissing)."""
+        target = {"apiVersion": p.target.api_version, "kind": p.target.kind, "name": p.target.name,
+                  "namespace": p.namespace}
+        events: list[tuple[str, bool]] = []  # (reason, warning)
         if d.changed:
-            reason = ("DryRun" + d.reason.value) if dry else ("ScaledUp" if d.desired > d.current else "ScaledDown")
-        elif d.reason in (Reason.NO_METRICS, Reason.METRICS_MISSING, Reason.CAPACITY_BLOCKED):
-            reason = d.reason.value
-        else:
-            return
+            events.append((("DryRun" + d.reason.value) if dry else ("ScaledUp" if d.desired > d.current else
+                                                                     "ScaledDown"), False))
         if d.blocked_by_capacity:
-            reason = "BlockedByCapacity" if not d.changed else reason
+            events.append(("BlockedByCapacity", True))
+        if d.reason in (Reason.NO_METRICS, Reason.METRICS_MISSING):
+            events.append((d.reason.value, d.reason == Reason.NO_METRICS))
         now = self.clock()
-        if not d.changed and now - rt.events_sent.get(reason, -1e9) < 300:
-            return
-        rt.events_sent[reason] = now
-        warning = d.reason in (Reason.NO_METRICS, Reason.CAPACITY_BLOCKED) or d.blocked_by_capacity > 0
-        msg = d.message if not d.blocked_by_capacity or "capacity" in d.message else d.message + " (capacity)"
-        await self._event(p.namespace, {"apiVersion": p.target.api_version, "kind": p.target.kind,
-                                         "name": p.target.name, "namespace": p.namespace}, reason, msg, warning)
-        if d.blocked_by_capacity and d.changed:
-            await self._event(p.namespace, {"apiVersion": p.target.api_version, "kind": p.target.kind,
-                                             "name": p.target.name, "namespace": p.namespace},
-                              "BlockedByCapacity", msg, True)
+        for reason, warning in events:
+            repeatable = reason.startswith(("Scaled", "DryRun"))
+            if not repeatable and now - rt.events_sent.get(reason, -1e9) < 300:
+                continue
+            rt.events_sent[reason] = now
+            await self._event(p.namespace, target, reason, d.message, warning)
 
     async def _event_on_configmap(self, cm: dict, reason: str, message: str, warning: bool) -> None:
         md = cm.get("metadata") or {}

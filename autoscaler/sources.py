@@ -43,9 +43,8 @@ def build_query(spec: MetricSpec) -> str:
         agg = f"sum by ({by})" if spec.per_pod else "sum"
         # legacy fields are MiB, the renamed ones bytes: accept either, in bytes
         used = f"({agg} ({DCGM_LEGACY[0]}{sel}) * {MiB} or {agg} ({used_b}{sel}))"
-        if spec.target.type == "AverageValue":
-            return used if spec.per_pod else f"{used} / count(count by ({by}) ({DCGM_LEGACY[0]}{sel}) or " \
-                                             f"count by ({by}) ({used_b}{sel}))"
+        if spec.target.type == "AverageValue":  # bytes per pod (or in total when not per pod)
+            return used
         free = f"({agg} ({DCGM_LEGACY[1]}{sel}) * {MiB} or {agg} ({free_b}{sel}))"
         return f"100 * {used} / ({used} + {free})"
     if spec.type == "Latency":

@@ -75,8 +75,8 @@ class Targets:
         except ApiException as exc:
             raise TargetError(f"{ref.describe()} in {namespace}: HTTP {exc.status} {exc.reason}"
                               + (" (not found; check scaleTargetRef.name)" if exc.status == 404 else "")) from exc
-        if not isinstance(scale, dict):
-            scale = client.ApiClient().sanitize_for_serialization(scale)
+        if not isinstance(scale, dict):  # custom-object calls answer plain dicts; be safe if a model comes back
+            scale = self.api.sanitize_for_serialization(scale)
         return ScaleState(int((scale.get("spec") or {}).get("replicas") or 0), (scale.get("status") or {}).get("selector"))
 
     async def write(self, namespace: str, ref: ScaleTargetRef, replicas: int) -> None:

@@ -16,7 +16,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from scheduler.placement.types import Gang, Plan, PlanStatus, Snapshot
+from scheduler.placement.types import Plan, PlanStatus, Snapshot
 from simulations.workloads import Arrival
 
 
@@ -75,7 +75,7 @@ def simulate(policy, base: Snapshot, arrivals: Sequence[Arrival], timed: bool,
     events: list[tuple[float, int, int, object]] = []  # (time, kind 0=departure first, seq, payload)
     for i, a in enumerate(arrivals):
         heapq.heappush(events, (a.time, 1, i, a))
-    waiting: list[tuple[int, Arrival]] = []
+    waiting: list[Arrival] = []  # timed mode: arrived, did not fit yet (FIFO)
     arrived = 0
     departures = iter(range(10**12))  # unique tie-breaker: gangs are not comparable
 
@@ -86,7 +86,8 @@ def simulate(policy, base: Snapshot, arrivals: Sequence[Arrival], timed: bool,
         if plan.placed:
             snap = snap.apply(a.gang, plan)
             res.placed += 1
-            res.waits_s.append(max(0.0, now - a.time)) if timed else None
+            if timed:
+                res.waits_s.append(max(0.0, now - a.time))
             if a.gang.pod_count > 1:
                 multi += 1
                 paths = [snap.topology.host_paths[h] for h in plan.hosts()]
@@ -117,17 +118,13 @@ def simulate(policy, base: Snapshot, arrivals: Sequence[Arrival], timed: bool,
         if kind == 0:  # departure: release, then let waiting gangs retry in arrival order
             gang, plan = payload  # type: ignore[misc]
             snap = snap.apply(gang, plan, sign=-1)
-            still = []
-            for j, (idx, w) in enumerate(waiting):
-                if j >= 64 or not try_place(w, now):
-                    still.append((idx, w))
-            waiting = still
+            waiting = [w for j, w in enumerate(waiting) if j >= 64 or not try_place(w, now)]
             continue
         a: Arrival = payload  # type: ignore[assignment]
         arrived += 1
         if not try_place(a, now):
             if timed:
-                waiting.append((seq, a))
+                waiting.append(a)
             else:
                 res.failed += 1
         if arrived % every == 0:

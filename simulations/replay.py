@@ -167,8 +167,8 @@ def keda_queue(cfg: ModelConfig, threshold: int = 10, cooldown_s: float = 300) -
 
     def run(s: Signals) -> tuple[int, int]:
         want_p = max(cfg.min_replicas, min(cfg.max_replicas, math.ceil(s.prefill_queue_requests / threshold)))
-        want_d = max(cfg.min_replicas, min(cfg.max_replicas, math.ceil(s.decode_waiting / threshold) + s.decode
-                                           if s.decode_waiting else s.decode))
+        # decode has no request queue of its own: sequences waiting for a slot play that part
+        want_d = max(cfg.min_replicas, min(cfg.max_replicas, s.decode + math.ceil(s.decode_waiting / threshold)))
         if want_p >= s.prefill or s.prefill_queue_requests:
             state["last_active"] = s.now
         p = want_p if want_p > s.prefill or s.now - state["last_active"] > cooldown_s else s.prefill
@@ -237,7 +237,7 @@ def replay(requests: Sequence[Request], cfg: ModelConfig, name: str, policy: Pol
     start = policy(Signals(0, 0, 0, 0, 0, 0, 0, cfg.min_replicas, cfg.min_replicas)) if oracle_mode else None
     pre = Pool(start[0] if start else cfg.min_replicas)
     dec = Pool(start[1] if start else cfg.min_replicas)
-    queue: list[list] = []  # [arrival, remaining tokens, prompt, start of service]
+    queue: list[list] = []  # [arrival, remaining prompt tokens, output tokens]
     active: list[list] = []  # [decode ready time, tokens left, output tokens]
     waiting: list[list] = []  # [prefill end time, output tokens]
     i, now, n = 0, 0.0, len(requests)
@@ -246,7 +246,7 @@ def replay(requests: Sequence[Request], cfg: ModelConfig, name: str, policy: Pol
     while now < end and (i < n or queue or active or waiting):
         while i < n and requests[i].time <= now:
             r = requests[i]
-            queue.append([r.time, float(r.prompt), r.prompt, None, r.output])
+            queue.append([r.time, float(r.prompt), r.output])
             arrived_tokens += r.prompt
             i += 1
             if progress and i % 500 == 0:
@@ -259,8 +259,6 @@ def replay(requests: Sequence[Request], cfg: ModelConfig, name: str, policy: Pol
         k = 0
         while k < len(queue) and budget - used > 1e-9 and k < max(1, pre.ready):
             q = queue[k]
-            if q[3] is None:
-                q[3] = now
             take = min(q[1], budget - used, cfg.prefill_tokens_per_s * cfg.step_s)
             q[1] -= take
             used += take
@@ -272,7 +270,7 @@ def replay(requests: Sequence[Request], cfg: ModelConfig, name: str, policy: Pol
             for q in done:
                 finish = now + cfg.step_s
                 res.ttft.append(finish - q[0])
-                waiting.append([finish, q[4]])
+                waiting.append([finish, q[2]])
         # decode: slots, then progress
         slots = dec.ready * cfg.max_batch
         while waiting and len(active) < slots:

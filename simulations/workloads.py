@@ -95,9 +95,7 @@ def openb_pods(path: Path, limit: int | None = None) -> tuple[list[Arrival], boo
         for i, r in enumerate(reader):
             if limit is not None and i >= limit:
                 break
-            gpus = int(r["num_gpu"])
-            if gpus == 1 and int(r.get("gpu_milli") or 1000) < 1000:
-                gpus = 1  # a GPU fraction becomes one whole GPU (no sharing in this model)
+            gpus = int(r["num_gpu"])  # a fractional pod has num_gpu 1 (gpu_milli < 1000): one whole GPU here
             gang = Gang(r["name"], (Role("pod", 1, gpus, int(r["cpu_milli"]), int(r["memory_mib"]) * MiB),))
             if timed:
                 start = float(r["creation_time"])

@@ -3,42 +3,24 @@ KubeSchedulerConfiguration of a kube-scheduler that calls it. Side effects: star
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from simulations.controlplane.processes import free_port, http_ok
+from simulations.controlplane.processes import free_port, start_service, stop_service
 
 
 def start_extender(kubeconfig: Path, log: Path, preset: str = "generic-nvlink", bind_timeout_s: float = 10.0,
                    port: int | None = None, ready_timeout_s: float = 60.0) -> tuple[subprocess.Popen, int]:
     """Start `clique scheduler extender` and wait until /readyz answers (its watches have synced)."""
     port = port or free_port()
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "clique", "scheduler", "extender", "--kubeconfig", str(kubeconfig),
-                                 "--listen", f"127.0.0.1:{port}", "--preset", preset, "--bind-timeout", str(bind_timeout_s)],
-                                stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    deadline = time.monotonic() + ready_timeout_s
-    while not http_ok(f"http://127.0.0.1:{port}/readyz"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"the extender did not become ready; see {log}")
-        time.sleep(0.1)
+    proc = start_service(["scheduler", "extender", "--kubeconfig", str(kubeconfig), "--listen", f"127.0.0.1:{port}",
+                          "--preset", preset, "--bind-timeout", str(bind_timeout_s)], log, port, "extender",
+                         ready_timeout_s)
     return proc, port
 
 
-def stop_extender(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+stop_extender = stop_service
 
 
 def clique_scheduler_config(extender_port: int, scheduler_name: str = "clique-scheduler") -> dict[str, Any]:

@@ -161,3 +161,32 @@ def http_ok(url: str, token: str | None = None, ca_file: str | None = None, inse
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def start_service(args: list[str], log: Path, port: int, what: str, ready_timeout_s: float = 60.0) -> subprocess.Popen:
+    """Start `python -m clique ARGS` (one of our own services) and wait until http://127.0.0.1:PORT/readyz
+    answers; on failure the process is killed and the error names the log."""
+    import sys
+
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "clique", *args], stdout=fh, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.monotonic() + ready_timeout_s
+    while not http_ok(f"http://127.0.0.1:{port}/readyz"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"the {what} did not become ready; see {log}")
+        time.sleep(0.1)
+    return proc
+
+
+def stop_service(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`. Safe to call twice."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -14,7 +14,10 @@ import fcntl
 import os
 import shutil
 import subprocess
+import json
 import tempfile
+import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Iterable
@@ -99,10 +102,6 @@ class Prometheus:
 
     def wait_for_series(self, promql: str, timeout_s: float = 20) -> None:
         """Block until `promql` returns a result (the first scrapes landed)."""
-        import json
-        import time
-        import urllib.parse
-
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:

@@ -63,8 +63,10 @@ def _used(snap: Snapshot) -> int:
 
 
 def simulate(policy, base: Snapshot, arrivals: Sequence[Arrival], timed: bool,
-             progress: Callable[[int, int], None] | None = None, samples: int = 200) -> SimResult:
-    """One policy over the workload. `policy.place(snapshot, gang) -> Plan` (engine or baseline)."""
+             progress: Callable[[int, int], None] | None = None, samples: int = 200,
+             until: float | None = None) -> SimResult:
+    """One policy over the workload. `policy.place(snapshot, gang) -> Plan` (engine or baseline). `until`: stop
+    at this trace time (what is still waiting then counts as failed), as a KWOK run ends at its last arrival."""
     total = sum(h.gpus for h in base.hosts.values()) or 1
     levels = [lv.name for lv in base.topology.levels]
     res = SimResult(getattr(policy, "name", type(policy).__name__), len(arrivals))
@@ -113,7 +115,7 @@ def simulate(policy, base: Snapshot, arrivals: Sequence[Arrival], timed: bool,
             res.stranded_gpus = sum(f[0] for f in snap.free_vectors.values() if 0 < f[0] < need)
         return False
 
-    while events:
+    while events and (until is None or events[0][0] <= until):
         now, kind, seq, payload = heapq.heappop(events)
         if kind == 0:  # departure: release, then let waiting gangs retry in arrival order
             gang, plan = payload  # type: ignore[misc]

@@ -108,31 +108,64 @@ class ReplayResult:
 Policy = Callable[[Signals], tuple[int, int]]  # -> desired (prefill, decode) replicas
 
 
-def clique_policy(cfg: ModelConfig) -> Policy:
-    """Ours: the real decision code. Prefill scales on queued prompt work and on arrival rate (utilization);
-    decode on KV occupancy. Scale-up is immediate, scale-down waits 300 s; the utilization target (35%) keeps
-    headroom for the trace's sub-minute bursts, which no reactive policy can follow with a 60 s model load."""
-    def policy_of(name: str, metrics: list[dict]) -> object:
-        return parse_policy("replay", name, {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name},
-            "minReplicas": cfg.min_replicas, "maxReplicas": cfg.max_replicas, "evaluationIntervalSeconds": cfg.interval_s,
-            "metrics": metrics, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}})
+# The metrics our policies read, as a serving stack would export them (the KWOK replay serves them for real).
+QUEUED_TOKENS = "clique_sim_prefill_queued_prompt_tokens"
+ARRIVAL_TPS = "clique_sim_prefill_arrival_prompt_tokens_per_second"
+KV_USAGE = "clique_sim_decode_kv_usage_percent"
+
+
+def clique_policy_docs(cfg: ModelConfig, endpoint: str | None = None, speedup: float = 1.0) -> dict[str, dict]:
+    """Our autoscaling policies for the two pools, as the ConfigMaps hold them. Prefill scales on queued prompt
+    work and on arrival rate (35% of capacity per replica, headroom for the trace's sub-minute bursts, which no
+    reactive policy can follow with a 60 s model load); decode on KV occupancy (70%). Scale-up is immediate,
+    scale-down waits 300 s. `endpoint`: read the metrics by Scrape from there; `speedup`: divide every time
+    (interval, windows, rate-limit periods) for a time-compressed run."""
+    secs = lambda s: max(1, round(s / speedup))  # noqa: E731 - the schema's periods are whole seconds
+    src = {"source": "Scrape", "endpoints": [endpoint]} if endpoint else {}
+
+    def doc(name: str, pods: int, metrics: list[dict], preferred: str | None) -> dict:
+        d = {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name},
+             "minReplicas": cfg.min_replicas, "maxReplicas": cfg.max_replicas,
+             "evaluationIntervalSeconds": cfg.interval_s / speedup, "metrics": metrics,
+             "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                                      "policies": [{"type": "Pods", "value": 4, "periodSeconds": secs(15)},
+                                                   {"type": "Percent", "value": 100, "periodSeconds": secs(15)}]},
+                          "scaleDown": {"stabilizationWindowSeconds": round(300 / speedup),
+                                        "policies": [{"type": "Percent", "value": 100, "periodSeconds": secs(15)}]}},
+             "podsPerReplica": pods, "scaleUnit": "Pods",
+             "gang": {"gpusPerPod": cfg.gpus_per_pod, **({"topologyPreferred": preferred} if preferred else {})}}
+        return d
+
     backlog_target = cfg.prefill_tokens_per_s * cfg.ttft_slo_s * 0.5  # queued tokens per replica
-    pre = policy_of("prefill", [
-        {"type": "Prometheus", "prometheus": {"query": "queued prompt tokens"},
-         "target": {"type": "AverageValue", "averageValue": backlog_target}},
-        {"type": "Prometheus", "prometheus": {"query": "prompt tokens/s / capacity (percent)"},
-         "target": {"type": "Value", "value": 35}}])
-    dec = policy_of("decode", [{"type": "Prometheus", "prometheus": {"query": "KV-cache usage (percent)"},
-                                "target": {"type": "Value", "value": 70}}])
+    return {
+        "prefill": doc("prefill", cfg.prefill_pods, [
+            {"type": "QueueDepth", "queueDepth": {"metric": QUEUED_TOKENS, **src},
+             "target": {"type": "AverageValue", "averageValue": backlog_target}},
+            {"type": "QueueDepth", "queueDepth": {"metric": ARRIVAL_TPS, **src},
+             "target": {"type": "AverageValue", "averageValue": 0.35 * cfg.prefill_tokens_per_s}}], None),
+        "decode": doc("decode", cfg.decode_pods, [
+            {"type": "KVCacheUsage", "kvCacheUsage": {"metric": KV_USAGE, "scale": 1, **src},
+             "target": {"type": "Value", "value": 70}}], "leaf"),
+    }
+
+
+def signal_values(s: Signals, cfg: ModelConfig) -> dict[str, float]:
+    """The exported metrics at one evaluation: queued prompt tokens, prompt tokens/s arriving, and KV usage in
+    percent (sequences waiting for a slot count as over 100%)."""
+    return {QUEUED_TOKENS: s.prefill_queue_tokens, ARRIVAL_TPS: s.prefill_arrival_tps,
+            KV_USAGE: 100 * s.decode_occupancy + 100 * s.decode_waiting / max(1, s.decode * cfg.max_batch)}
+
+
+def clique_policy(cfg: ModelConfig) -> Policy:
+    """Ours: the real decision code (autoscaler.algorithm.decide) on the policies of clique_policy_docs."""
+    docs = clique_policy_docs(cfg)
+    pre, dec = (parse_policy("replay", name, docs[name]) for name in ("prefill", "decode"))
     hist = {"p": History(), "d": History()}
 
     def run(s: Signals) -> tuple[int, int]:
-        util = 100 * s.prefill_arrival_tps / max(1e-9, s.prefill * cfg.prefill_tokens_per_s)
-        dp = decide(pre, s.prefill, [Reading(pre.metrics[0], value=s.prefill_queue_tokens),  # type: ignore[attr-defined]
-                                     Reading(pre.metrics[1], value=util)], hist["p"], s.now)  # type: ignore[attr-defined]
-        occ = 100 * s.decode_occupancy + 100 * s.decode_waiting / max(1, s.decode * cfg.max_batch)
-        dd = decide(dec, s.decode, [Reading(dec.metrics[0], value=occ)], hist["d"], s.now)  # type: ignore[attr-defined]
+        v = signal_values(s, cfg)
+        dp = decide(pre, s.prefill, [Reading(m, value=v[m.metric]) for m in pre.metrics], hist["p"], s.now)  # type: ignore[attr-defined]
+        dd = decide(dec, s.decode, [Reading(m, value=v[m.metric]) for m in dec.metrics], hist["d"], s.now)  # type: ignore[attr-defined]
         record(hist["p"], dp, s.now, applied=True)
         record(hist["d"], dd, s.now, applied=True)
         return dp.desired, dd.desired
@@ -320,10 +353,10 @@ def compare(requests: Sequence[Request], cfg: ModelConfig,
 def replay_table(results: list[ReplayResult]) -> str:
     rows = [r.summary() for r in results]
     oracle_h = next((r["gpu_hours"] for r in rows if r["policy"] == "oracle"), None)
-    head = (f"{'policy':16} {'TTFT SLO':>9} {'ITL SLO':>8} {'p99 TTFT s':>10} {'GPU-hours':>10} "
+    head = (f"{'policy':20} {'TTFT SLO':>9} {'ITL SLO':>8} {'p99 TTFT s':>10} {'GPU-hours':>10} "
             f"{'x oracle':>8} {'scale events':>12}")
     return "\n".join([head] + [
-        f"{r['policy']:16} {r['ttft_slo_attainment']:>9.1%} {r['itl_slo_attainment']:>8.1%} {r['p99_ttft_s']:>10} "
+        f"{r['policy']:20} {r['ttft_slo_attainment']:>9.1%} {r['itl_slo_attainment']:>8.1%} {r['p99_ttft_s']:>10} "
         f"{r['gpu_hours']:>10.1f} {(r['gpu_hours'] / oracle_h if oracle_h else 0):>8.2f} {r['scale_events']:>12}"
         for r in rows])
 

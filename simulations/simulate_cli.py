@@ -25,6 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--output", type=Path, default=Path("simulation-output"))
     s.add_argument("--json", action="store_true", help="print the JSON result as the last line")
+    k = s.add_argument_group("KWOK scenario (--kwok): the same workload on a real local control plane")
+    k.add_argument("--kwok", action="store_true", help="run the workload, time-compressed, against a local control "
+                                                       "plane with KWOK nodes and the real kube-scheduler")
+    k.add_argument("--schedulers", default="clique,stock", help="clique (clique-scheduler + extender) and/or stock "
+                                                                "(default-scheduler)")
+    k.add_argument("--speedup", type=float, help="timed workloads: trace seconds per real second (default: fit the "
+                                                 "arrivals into --duration)")
+    k.add_argument("--duration", type=float, default=300.0, help="timed workloads: real seconds for the arrivals")
+    k.add_argument("--window", type=int, default=64, help="fill workloads: pods created but not yet bound or "
+                                                           "rejected, at most")
+    k.add_argument("--after-failure", type=int, default=0, help="fill workloads: pods still created after the "
+                                                                "first one the scheduler rejects")
     s.set_defaults(func=cmd_simulate)
 
     r = sub.add_parser("replay", help="replay a request trace through the autoscaler's decision code and baselines")
@@ -34,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--output", type=Path, default=Path("replay-output"))
     r.add_argument("--json", action="store_true", help="print the JSON result as the last line")
     r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--kwok", action="store_true", help="also run our policy for real: the autoscaler daemon, "
+                                                       "clique-scheduler and KWOK nodes on a local control plane")
+    r.add_argument("--kwok-speedup", type=float, default=10.0, help="--kwok: trace seconds per real second")
+    r.add_argument("--kwok-hosts", type=int, default=48, help="--kwok: 8-GPU KWOK hosts (leaves of 8)")
     from simulations.replay import ModelConfig
 
     for f, default in ModelConfig().__dict__.items():
@@ -89,6 +105,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"clique simulate: {exc}", file=sys.stderr)
         return 2
+    if args.kwok:
+        return cmd_simulate_kwok(args, base, arrivals, timed)
     policies = all_policies(seed=args.seed)
     if args.policies:
         want = {p.strip() for p in args.policies.split(",")}
@@ -124,6 +142,49 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> int:
+    from scheduler.placement import all_policies
+    from simulations.kwok_scenario import OFFLINE_TWIN, ScenarioOptions, kwok_plot, kwok_table, run_scenario
+    from simulations.placement_sim import simulate
+    from simulations.workloads import ATTRIBUTION
+
+    schedulers = tuple(s.strip() for s in args.schedulers.split(",") if s.strip())
+    bad = [s for s in schedulers if s not in OFFLINE_TWIN]
+    if bad or not schedulers:
+        print(f"clique simulate --kwok: unknown schedulers {bad}; choose from {sorted(OFFLINE_TWIN)}", file=sys.stderr)
+        return 2
+    opts = ScenarioOptions(schedulers=schedulers, speedup=args.speedup, duration_s=args.duration,
+                           window=args.window, after_failure=args.after_failure)
+    total = sum(h.gpus for h in base.hosts.values())
+    print(f"[kwok] {len(base.hosts)} hosts, {total} GPUs; {len(arrivals)} gangs from {args.workload} "
+          f"({'timed, compressed' if timed else 'fill until the first rejection, file order'}); "
+          f"schedulers {', '.join(schedulers)}", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    progress = Progress()
+    twins = {p.name: p for p in all_policies(seed=args.seed) if p.name in {OFFLINE_TWIN[s] for s in schedulers}}
+    # timed: the KWOK run ends at the last arrival, so the offline twin stops there too
+    until = max((a.time for a in arrivals), default=0.0) if timed else None
+    offline = {name: simulate(p, base, arrivals, timed, lambda d, n, name=name: progress(f"offline {name}", d, n),
+                              until=until) for name, p in twins.items()}
+    results = run_scenario(base, arrivals, timed, opts, say=lambda m: print(m, file=sys.stderr, flush=True),
+                           progress=progress)
+    offline_summary = {k: v.summary() for k, v in offline.items()}
+    print(kwok_table(results, offline_summary, timed))
+    args.output.mkdir(parents=True, exist_ok=True)
+    png = kwok_plot(results, offline, timed, args.output / f"kwok-{args.workload}.png",
+                    f"{args.workload} on {args.cluster}: API server vs offline")
+    src = "openb" if "openb" in (args.workload + args.cluster) else None
+    out = {"simulation": "kwok-placement", "workload": args.workload, "cluster": args.cluster,
+           "hosts": len(base.hosts), "gpus": total, "mode": "timed" if timed else "fill",
+           "attribution": ATTRIBUTION.get(src, "") if src else "",
+           "results": [r.summary() for r in results], "offline": list(offline_summary.values())}
+    (args.output / f"kwok-{args.workload}.json").write_text(json.dumps(out, indent=1))
+    print(f"[kwok] {time.monotonic() - t0:.0f}s; plot: {png}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from simulations.replay import ModelConfig, compare, replay_plots, replay_table
     from simulations.workloads import ATTRIBUTION, data_file, load_requests
@@ -142,6 +203,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     t0 = time.monotonic()
     results = compare(requests, cfg, Progress())
+    if args.kwok:
+        return cmd_replay_kwok(args, requests, cfg, results)
     print(replay_table(results))
     args.output.mkdir(parents=True, exist_ok=True)
     png = replay_plots(results, requests, cfg, args.output / "replay.png")
@@ -150,6 +213,32 @@ def cmd_replay(args: argparse.Namespace) -> int:
            "results": [r.summary() for r in results]}
     (args.output / "replay.json").write_text(json.dumps(out, indent=1))
     print(f"[replay] {time.monotonic() - t0:.1f}s; plot: {png}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+def cmd_replay_kwok(args: argparse.Namespace, requests, cfg, offline) -> int:
+    from simulations.kwok_replay import run_kwok_replay
+    from simulations.replay import replay_table
+    from simulations.workloads import ATTRIBUTION
+
+    t0, bar = time.monotonic(), Progress()
+    real = run_kwok_replay(requests, cfg, args.kwok_speedup, args.kwok_hosts,
+                           say=lambda m: print(m, file=sys.stderr, flush=True),
+                           progress=lambda d, n: bar("kwok clique", d, n))
+    ours = next(r for r in offline if r.policy == "clique")
+    oracle = next(r for r in offline if r.policy == "oracle")
+    print(replay_table([ours, real.replay, oracle]))
+    s = real.summary()
+    print(f"API server: {s['scale_events']} scale patches, at most {s['max_pending_gangs']} gang(s) asked for and "
+          f"not bound ({s['pending_gang_s']} gang-seconds), {s['wall_s']:.0f}s at {s['speedup']:g}x")
+    args.output.mkdir(parents=True, exist_ok=True)
+    out = {"simulation": "autoscaling-kwok", "trace": args.trace, "requests": len(requests), "config": cfg.__dict__,
+           "attribution": ATTRIBUTION["azure"] if "azure" in str(args.trace) else "",
+           "results": [s, ours.summary(), oracle.summary()]}
+    (args.output / "replay-kwok.json").write_text(json.dumps(out, indent=1))
+    print(f"[replay] {time.monotonic() - t0:.0f}s on the control plane", file=sys.stderr)
     if args.json:
         print(json.dumps(out))
     return 0

@@ -11,12 +11,14 @@ from simulations.controlplane.processes import free_port, start_service, stop_se
 
 
 def start_extender(kubeconfig: Path, log: Path, preset: str = "generic-nvlink", bind_timeout_s: float = 10.0,
-                   port: int | None = None, ready_timeout_s: float = 60.0) -> tuple[subprocess.Popen, int]:
-    """Start `clique scheduler extender` and wait until /readyz answers (its watches have synced)."""
+                   port: int | None = None, ready_timeout_s: float = 60.0,
+                   levels: list[str] | None = None) -> tuple[subprocess.Popen, int]:
+    """Start `clique scheduler extender` and wait until /readyz answers (its watches have synced). `levels`
+    (node label keys, outermost first) overrides the preset."""
     port = port or free_port()
+    how = ["--levels", ",".join(levels)] if levels else ["--preset", preset]
     proc = start_service(["scheduler", "extender", "--kubeconfig", str(kubeconfig), "--listen", f"127.0.0.1:{port}",
-                          "--preset", preset, "--bind-timeout", str(bind_timeout_s)], log, port, "extender",
-                         ready_timeout_s)
+                          *how, "--bind-timeout", str(bind_timeout_s)], log, port, "extender", ready_timeout_s)
     return proc, port
 
 
@@ -31,5 +33,6 @@ def clique_scheduler_config(extender_port: int, scheduler_name: str = "clique-sc
         "profiles": [{"schedulerName": scheduler_name}],
         "extenders": [{"urlPrefix": f"http://127.0.0.1:{extender_port}", "filterVerb": "filter",
                        "prioritizeVerb": "prioritize", "bindVerb": "bind", "weight": 1, "nodeCacheCapable": True,
-                       "httpTimeout": "30s", "managedResources": [{"name": "nvidia.com/gpu"}], "ignorable": False}],
+                       # every pod of this profile, GPU or not (see manifests/scheduler/config.yaml)
+                       "httpTimeout": "30s", "ignorable": False}],
     }

@@ -33,6 +33,8 @@ from scheduler.placement.types import Gang, Role, Snapshot
 
 log = logging.getLogger("clique.extender")
 MAX_BODY = 16 * 2**20
+# In the reason of a gang whose pods do not all exist yet: a wait, not a lack of capacity (tools tell them apart).
+GANG_INCOMPLETE = "waits for its pods"
 
 
 @dataclass
@@ -217,7 +219,7 @@ class Extender:
         members = self.state.gang_members(gang.key) if gang.source != "single" else [pod]
         pending = [m for m in members if not (m.get("spec") or {}).get("nodeName")]
         if gang.source != "single" and len(members) < gang.size:
-            reason = f"gang {gang.name} waits for its pods: {len(members)} of {gang.size} exist"
+            reason = f"gang {gang.name} {GANG_INCOMPLETE}: {len(members)} of {gang.size} exist"
             self._event(pod, "GangWaiting", reason)
             return None, reason
         roles: dict[str, tuple[int, int, int, int]] = {}

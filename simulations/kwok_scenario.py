@@ -1,0 +1,625 @@
+"""KWOK scenario runner: the offline simulator's cluster and workload, time-compressed, against the real control
+plane (etcd, kube-apiserver, kube-scheduler, kwok) with Clique's scheduler and with the stock one, measured from
+the API server. Side effects: starts a local control plane, KWOK nodes, the extender; creates and deletes pods.
+
+    fill   (no times in the trace, e.g. openb multigpu50) pods are created in file order, at most `window`
+           of them undecided at once; the run stops at the first pod the scheduler marks Unschedulable
+           (plus `after_failure` more). Reported: GPUs bound when that condition arrives on the watch.
+    timed  (openb default, the Dynamo mix) arrivals at trace time / speedup; each pod is deleted
+           duration / speedup after the API server shows it bound. Waits are bind - create, in trace time.
+
+Every number comes from a watch on the scenario's pods (spec.nodeName, the PodScheduled condition) and from
+the Node objects, not from the scheduler's own view. The same run also plays the workload through the
+offline simulator, so each scheduler's real-cluster figures sit beside the offline policy that models it:
+clique beside `clique`, the stock kube-scheduler beside `default-spread`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from scheduler.extender.service import GANG_INCOMPLETE
+from scheduler.placement.types import Gang, Snapshot
+from simulations.workloads import Arrival
+from topology.spec import GPU_RESOURCE, HostSpec
+
+log = logging.getLogger("clique.kwok_scenario")
+SCENARIO = "clique.dev/scenario"
+SIM_GANG = "clique.dev/sim-gang"
+# which offline policy models each real scheduler
+OFFLINE_TWIN = {"clique": "clique", "stock": "default-spread"}
+SCHEDULER_NAME = {"clique": "clique-scheduler", "stock": "default-scheduler"}
+
+
+# ----------------------------------------------------------------------------------------------- pure parts
+def host_specs(snap: Snapshot) -> list[HostSpec]:
+    """The snapshot's hosts as KWOK node specs (capacity and every topology label)."""
+    topo, out = snap.topology, []
+    for name in topo.hosts:
+        st = snap.hosts[name]
+        labels = {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+        for level, value in zip(topo.levels, topo.host_paths[name]):
+            if not value.startswith(("~", "<")):  # "~x" / "<host>": the host has no label at this level
+                labels[level.label] = value
+        out.append(HostSpec(name=name, pool="sim", gpus=st.gpus, gpu_product="",
+                            cpu_millis=min(st.cpu_millis, 10**7), memory_bytes=min(st.memory, 2**50),
+                            pods=st.pods, labels=labels))
+    return out
+
+
+def _dns(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:60] or "pod"
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    """One pod of the scenario: which arrival it belongs to and what it asks for."""
+
+    name: str
+    arrival: int  # index into the arrivals
+    gang: str
+    gpus: int
+    manifest: dict
+
+
+def gang_pods(index: int, gang: Gang, scheduler: str, scenario: str,
+              level_label: dict[str, str] | None = None) -> list[PodPlan]:
+    """The pods of a gang as the user would write them: Clique's gang annotations when there is more than one
+    pod (the stock scheduler ignores them), requests from the roles. Topology levels are written as node label
+    keys (`level_label` maps level names to them), which any extender configuration understands."""
+    key = lambda lv: (level_label or {}).get(lv, lv)  # noqa: E731
+    pods = []
+    size = gang.pod_count
+    for role in gang.roles:
+        for i in range(role.pods):
+            name = _dns(gang.name) if size == 1 else _dns(f"{gang.name}-{role.name}-{i}")
+            requests: dict[str, str] = {}
+            if role.cpu_millis:
+                requests["cpu"] = f"{role.cpu_millis}m"
+            if role.memory:
+                requests["memory"] = str(role.memory)
+            limits = {}
+            if role.gpus:
+                requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(role.gpus)
+            annotations = {}
+            if size > 1:
+                annotations = {"clique.dev/gang": _dns(gang.name), "clique.dev/gang-size": str(size),
+                               "clique.dev/role": role.name}
+                if gang.required_level:
+                    annotations["clique.dev/topology-required"] = key(gang.required_level)
+                if gang.preferred_level:
+                    annotations["clique.dev/topology-preferred"] = key(gang.preferred_level)
+            manifest = {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": {SCENARIO: scenario, SIM_GANG: _dns(gang.name)},
+                             "annotations": annotations},
+                "spec": {"schedulerName": scheduler, "automountServiceAccountToken": False,
+                         "terminationGracePeriodSeconds": 0,
+                         "containers": [{"name": "model", "image": "clique.dev/simulated",
+                                         "resources": {"requests": requests, "limits": limits}}]},
+            }
+            pods.append(PodPlan(name, index, _dns(gang.name), role.gpus, manifest))
+    return pods
+
+
+# ----------------------------------------------------------------------------------------------- the watch
+@dataclass
+class PodSeen:
+    gpus: int
+    node: str | None = None
+    bound_at: float | None = None
+    failed_reason: str | None = None
+    deleted: bool = False
+
+
+@dataclass
+class FirstFailure:
+    pod: str
+    reason: str
+    at: float
+    bound_gpus: int
+    used_per_node: dict[str, int]
+
+
+class PodObserver:
+    """Watches the scenario's pods (raw JSON, one thread) and keeps what the API server says: which pods are bound
+    where, GPUs bound per node, the first PodScheduled=False. Events go to `events` for the driver."""
+
+    def __init__(self, api_client: Any, namespace: str, scenario: str) -> None:
+        self.api_client, self.namespace, self.scenario = api_client, namespace, scenario
+        self.pods: dict[str, PodSeen] = {}
+        self.expected: dict[str, int] = {}  # pod name -> GPUs, registered before the create
+        self.used: dict[str, int] = {}
+        self.bound_gpus = 0
+        self.first_failure: FirstFailure | None = None
+        self.events: queue.Queue = queue.Queue()
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="pod-observer", daemon=True)
+
+    def start(self) -> "PodObserver":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=70)
+
+    def expect(self, name: str, gpus: int) -> None:
+        with self._lock:
+            self.expected[name] = gpus
+
+    def _run(self) -> None:
+        from kubernetes import client
+
+        core = client.CoreV1Api(self.api_client)
+        selector = f"{SCENARIO}={self.scenario}"
+        rv = None
+        while not self._stop.is_set():
+            try:
+                if rv is None:
+                    listed = self.api_client.sanitize_for_serialization(
+                        core.list_namespaced_pod(self.namespace, label_selector=selector))
+                    for obj in listed.get("items") or []:
+                        self._apply("ADDED", obj)
+                    rv = listed["metadata"]["resourceVersion"]
+                resp = core.list_namespaced_pod(self.namespace, label_selector=selector, watch=True,
+                                                resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=5,
+                                                _preload_content=False)
+                buf = b""
+                for chunk in resp.stream(65536):
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        if not line.strip():
+                            continue
+                        ev = json.loads(line)
+                        obj = ev.get("object") or {}
+                        if ev.get("type") == "ERROR":
+                            rv = None if obj.get("code") == 410 else rv  # expired: relist
+                            break
+                        rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                        if ev.get("type") != "BOOKMARK":
+                            self._apply(ev["type"], obj)
+                    if self._stop.is_set():
+                        break
+                resp.release_conn()
+            except Exception as exc:  # noqa: BLE001 - a broken watch is retried; the error is kept for the report
+                self.errors.append(str(exc)[:300])
+                log.warning("pod watch failed (%s); retrying", exc)
+                rv = None
+                time.sleep(0.5)
+
+    def _apply(self, typ: str, obj: dict) -> None:
+        name = obj["metadata"]["name"]
+        now = time.monotonic()
+        with self._lock:
+            seen = self.pods.get(name)
+            if seen is None:
+                seen = self.pods[name] = PodSeen(self.expected.get(name, 0))
+            if typ == "DELETED":
+                if seen.node and not seen.deleted:
+                    self.used[seen.node] -= seen.gpus
+                    self.bound_gpus -= seen.gpus
+                seen.deleted = True  # kept: a gang that ran and left was placed
+                self.events.put(("deleted", name, now))
+                return
+            if seen.deleted:
+                return
+            node = (obj.get("spec") or {}).get("nodeName")
+            if node and not seen.node:
+                seen.node, seen.bound_at = node, now
+                self.used[node] = self.used.get(node, 0) + seen.gpus
+                self.bound_gpus += seen.gpus
+                self.events.put(("bound", name, now))
+                return
+            if not node and seen.failed_reason is None:
+                cond = next((c for c in (obj.get("status") or {}).get("conditions") or []
+                             if c.get("type") == "PodScheduled" and c.get("status") == "False"), None)
+                # a gang whose pods are still being created waits; that is not a rejection
+                if cond and GANG_INCOMPLETE not in (cond.get("message") or ""):
+                    seen.failed_reason = f"{cond.get('reason')}: {cond.get('message', '')}"[:300]
+                    if self.first_failure is None:
+                        self.first_failure = FirstFailure(name, seen.failed_reason, now, self.bound_gpus,
+                                                          dict(self.used))
+                    self.events.put(("failed", name, now))
+
+
+# ----------------------------------------------------------------------------------------------- a run
+@dataclass
+class KwokResult:
+    scheduler: str
+    gangs: int  # arrivals submitted
+    pods: int = 0
+    placed: int = 0  # gangs with every pod bound at the end
+    partial_gangs: int = 0
+    failed: int = 0  # gangs with no pod bound at the end
+    departed: int = 0  # placed gangs whose pods the run deleted at their trace departure
+    first_failure_index: int | None = None
+    first_failure_reason: str = ""
+    allocation_ratio_at_first_failure: float | None = None
+    unallocated_gpus: int | None = None
+    stranded_gpus: int | None = None
+    final_allocation_ratio: float = 0.0
+    one_domain_share: dict[str, float] = field(default_factory=dict)
+    waits_s: list[float] = field(default_factory=list)  # trace seconds
+    bind_latency_ms: list[float] = field(default_factory=list)  # real milliseconds, create -> bound
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    wall_s: float = 0.0
+    speedup: float | None = None
+    watch_errors: int = 0
+
+    def summary(self) -> dict:
+        def pct(xs: list[float], q: float) -> float:
+            return round(sorted(xs)[min(len(xs) - 1, int(q * len(xs)))], 3) if xs else 0.0
+
+        r = lambda v: None if v is None else round(v, 4)  # noqa: E731
+        return {"scheduler": self.scheduler, "policy": self.scheduler, "offline_twin": OFFLINE_TWIN[self.scheduler],
+                "gangs": self.gangs, "pods": self.pods, "placed": self.placed, "partial_gangs": self.partial_gangs,
+                "failed": self.failed, "departed": self.departed, "first_failure_at": self.first_failure_index,
+                "first_failure_reason": self.first_failure_reason,
+                "allocation_ratio_at_first_failure": r(self.allocation_ratio_at_first_failure),
+                "unallocated_gpus": self.unallocated_gpus, "stranded_gpus": self.stranded_gpus,
+                "final_allocation_ratio": r(self.final_allocation_ratio),
+                "one_domain_share": {k: r(v) for k, v in self.one_domain_share.items()},
+                "mean_wait_s": r(sum(self.waits_s) / len(self.waits_s)) if self.waits_s else 0.0,
+                "p99_wait_s": pct(self.waits_s, 0.99), "waited": sum(1 for w in self.waits_s if w > 0),
+                "p50_bind_ms": pct(self.bind_latency_ms, 0.5), "p99_bind_ms": pct(self.bind_latency_ms, 0.99),
+                "wall_s": round(self.wall_s, 1), "speedup": self.speedup, "watch_errors": self.watch_errors}
+
+
+@dataclass
+class ScenarioOptions:
+    schedulers: tuple[str, ...] = ("clique", "stock")
+    speedup: float | None = None  # timed: trace seconds per real second; None: fit the arrivals into `duration_s`
+    duration_s: float = 300.0
+    window: int = 64  # fill: pods created but neither bound nor failed, at most
+    after_failure: int = 0  # fill: pods still submitted after the first failure
+    settle_s: float = 20.0  # after the last arrival: wait this long at most for undecided pods
+    create_workers: int = 8
+
+
+class ScenarioRun:
+    """One scheduler over the workload on a running control plane (nodes already there)."""
+
+    def __init__(self, api_client: Any, namespace: str, scheduler: str, arrivals: Sequence[Arrival], timed: bool,
+                 capacity: dict[str, int], labels: dict[str, dict[str, str]],
+                 level_labels: Sequence[tuple[str, str]], opts: ScenarioOptions, progress: Callable[[int, int], None] | None = None) -> None:
+        from kubernetes import client
+
+        self.api, self.ns, self.scheduler = api_client, namespace, scheduler
+        self.core = client.CoreV1Api(api_client)
+        self.arrivals, self.timed = arrivals, timed
+        self.capacity, self.total = capacity, max(1, sum(capacity.values()))
+        self.labels, self.level_labels, self.opts, self.progress = labels, level_labels, opts, progress
+        self.scenario = f"{namespace}"
+        names = dict(level_labels)
+        self.plans = [gang_pods(i, a.gang, SCHEDULER_NAME[scheduler], self.scenario, names)
+                      for i, a in enumerate(arrivals)]
+        self.by_pod = {p.name: p for plans in self.plans for p in plans}
+        self.created: dict[str, float] = {}
+        self.undecided: set[str] = set()  # submitted, neither bound nor rejected yet
+        self.observer = PodObserver(api_client, namespace, self.scenario)
+        self.pool = ThreadPoolExecutor(opts.create_workers)
+        self.failures: list[str] = []
+
+    # side effects through the pool: creation and deletion never block the driver loop
+    def _submit(self, plans: list[PodPlan]) -> None:
+        for p in plans:
+            self.observer.expect(p.name, p.gpus)
+            self.undecided.add(p.name)
+            self.pool.submit(self._create, p)
+
+    def _create(self, plan: PodPlan) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        self.created[plan.name] = time.monotonic()
+        try:
+            self.core.create_namespaced_pod(self.ns, plan.manifest)
+        except ApiException as exc:
+            self.failures.append(f"create {plan.name}: {exc.status} {exc.reason}")
+
+    def _delete(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.delete_namespaced_pod(name, self.ns, grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status != 404:
+                self.failures.append(f"delete {name}: {exc.status} {exc.reason}")
+
+    def run(self) -> KwokResult:
+        res = KwokResult(self.scheduler, 0)
+        self.observer.start()
+        started = time.monotonic()
+        try:
+            if self.timed:
+                self._timed(res)
+            else:
+                self._fill(res)
+        finally:
+            res.wall_s = time.monotonic() - started
+            self.pool.shutdown(wait=True)
+            self.observer.stop()
+        self._measure(res)
+        return res
+
+    def _undecided(self) -> int:
+        return len(self.undecided)
+
+    def _fill(self, res: KwokResult) -> None:
+        obs, after = self.observer, None
+        for i, plans in enumerate(self.plans):
+            if obs.first_failure is not None:
+                after = (after or 0) + len(plans)
+                if after > self.opts.after_failure:
+                    break
+            while self._undecided() + len(plans) > max(self.opts.window, len(plans)):
+                self._drain(0.02)
+            self._submit(plans)
+            res.gangs = i + 1
+            if self.progress and i % 20 == 0:
+                self.progress(i, len(self.plans))
+            self._sample(res, float(i))
+        self._settle()
+        self._sample(res, float(res.gangs))
+
+    def _timed(self, res: KwokResult) -> None:
+        span = max(a.time for a in self.arrivals) - min(a.time for a in self.arrivals) if self.arrivals else 0.0
+        speed = self.opts.speedup or max(1.0, span / max(1.0, self.opts.duration_s))
+        res.speedup = speed
+        t0 = min((a.time for a in self.arrivals), default=0.0)
+        start = time.monotonic()
+        heap: list[tuple[float, int, int, Any]] = [(start + (a.time - t0) / speed, 1, i, i)
+                                                   for i, a in enumerate(self.arrivals)]
+        heapq.heapify(heap)
+        seq = len(heap)
+        arrived = 0
+        next_sample = start
+        while heap:
+            when, kind, _, payload = heap[0]
+            now = time.monotonic()
+            if when > now:
+                for ev in self._drain(min(0.05, when - now)):
+                    if ev[0] == "bound":
+                        plan = self.by_pod.get(ev[1])
+                        dur = self.arrivals[plan.arrival].duration if plan else None
+                        if dur is not None:
+                            seq += 1
+                            heapq.heappush(heap, (ev[2] + dur / speed, 0, seq, ev[1]))
+                if time.monotonic() >= next_sample:
+                    self._sample(res, (time.monotonic() - start) * speed)
+                    next_sample += max(0.2, self.opts.duration_s / 300)
+                continue
+            heapq.heappop(heap)
+            if kind == 0:
+                self.pool.submit(self._delete, payload)
+            else:
+                arrived += 1
+                self._submit(self.plans[payload])
+                res.gangs = arrived
+                if self.progress and arrived % 20 == 0:
+                    self.progress(arrived, len(self.plans))
+            # stop once every arrival is in and only departures of still-running pods remain
+            if arrived == len(self.arrivals) and all(k == 0 for _, k, _, _ in heap):
+                break
+        self._settle()
+        self._sample(res, (time.monotonic() - start) * speed)
+
+    def _drain(self, timeout: float) -> list[tuple]:
+        """Events from the watch since the last call (waits up to `timeout` for the first)."""
+        out = []
+        try:
+            out.append(self.observer.events.get(timeout=timeout))
+            while True:
+                out.append(self.observer.events.get_nowait())
+        except queue.Empty:
+            pass
+        for ev in out:
+            if ev[0] in ("bound", "failed", "deleted"):
+                self.undecided.discard(ev[1])
+        return out
+
+    def _settle(self) -> None:
+        """Wait until every pod is bound or rejected, or nothing has happened for a few seconds (pods that wait
+        for capacity stay pending), at most settle_s."""
+        deadline = time.monotonic() + self.opts.settle_s
+        self.pool.shutdown(wait=True)
+        quiet_since = time.monotonic()
+        while self._undecided() and time.monotonic() < deadline and time.monotonic() - quiet_since < 5:
+            if self._drain(0.1):
+                quiet_since = time.monotonic()
+        self._drain(0.5)  # let the watch deliver what is already on its way
+
+    def _sample(self, res: KwokResult, x: float) -> None:
+        res.timeline.append((x, self.observer.bound_gpus / self.total))
+
+    def _measure(self, res: KwokResult) -> None:
+        obs = self.observer
+        res.pods = len(self.created)
+        res.watch_errors = len(obs.errors)
+        gangs: dict[int, list[PodPlan]] = {}
+        for name in self.created:
+            plan = self.by_pod[name]
+            gangs.setdefault(plan.arrival, []).append(plan)
+        inside = {lv: 0 for lv, _ in self.level_labels}
+        multi = 0
+        for idx, plans in gangs.items():
+            seen = [obs.pods.get(p.name) for p in plans]
+            bound = [s for s in seen if s and s.node]
+            if len(bound) == len(plans):
+                res.placed += 1
+                res.departed += all(s.deleted for s in bound)
+                if self.timed:
+                    wait = max(s.bound_at for s in bound) - min(self.created[p.name] for p in plans)
+                    res.waits_s.append(max(0.0, wait) * (res.speedup or 1.0))
+                if len(plans) > 1:
+                    multi += 1
+                    for lv, key in self.level_labels:
+                        inside[lv] += len({self.labels[s.node].get(key, f"<{s.node}>") for s in bound}) == 1
+            elif bound:
+                res.partial_gangs += 1
+            else:
+                res.failed += 1
+            for p, s in zip(plans, seen):
+                if s and s.bound_at is not None:
+                    res.bind_latency_ms.append((s.bound_at - self.created[p.name]) * 1000)
+        res.one_domain_share = {lv: inside[lv] / multi for lv in inside} if multi else {}
+        res.final_allocation_ratio = obs.bound_gpus / self.total
+        ff = obs.first_failure
+        if ff is not None:
+            plan = self.by_pod.get(ff.pod)
+            res.first_failure_index = plan.arrival if plan else None
+            res.first_failure_reason = ff.reason
+            res.allocation_ratio_at_first_failure = ff.bound_gpus / self.total
+            res.unallocated_gpus = self.total - ff.bound_gpus
+            need = plan.gpus if plan else 1
+            res.stranded_gpus = sum(free for n, cap in self.capacity.items()
+                                    if 0 < (free := cap - ff.used_per_node.get(n, 0)) < need)
+
+
+def _wait_service_account(core, ns: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            core.read_namespaced_service_account("default", ns)
+            return
+        except ApiException as exc:
+            if exc.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _empty_namespace(core, ns: str, timeout_s: float = 180) -> None:
+    core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
+    deadline = time.monotonic() + timeout_s
+    while core.list_namespaced_pod(ns, resource_version="0", limit=1).items and time.monotonic() < deadline:
+        time.sleep(0.3)
+
+
+def run_scenario(base: Snapshot, arrivals: Sequence[Arrival], timed: bool, opts: ScenarioOptions,
+                 say: Callable[[str], None] = print,
+                 progress: Callable[[str, int, int], None] | None = None) -> list[KwokResult]:
+    """Start a control plane, create the snapshot's hosts as KWOK nodes, run each scheduler in its own namespace
+    (emptied afterwards), stop everything."""
+    from kubernetes import client
+
+    from scheduler.extender.process import clique_scheduler_config, start_extender, stop_extender
+    from simulations.controlplane import ControlPlane
+    from simulations.controlplane.kwok_nodes import create_nodes
+
+    hosts = host_specs(base)
+    total = sum(h.gpus for h in hosts)
+    level_labels = [(lv.name, lv.label) for lv in base.topology.levels]
+    results = []
+    with ControlPlane() as cp:
+        api = cp.api_client()
+        core = client.CoreV1Api(api)
+        t = time.monotonic()
+        create_nodes(api, hosts, workers=16, wait_ready_s=max(120.0, len(hosts) / 5))
+        nodes = core.list_node(label_selector="type=kwok").items
+        labels = {n.metadata.name: dict(n.metadata.labels or {}) for n in nodes}
+        capacity = {n.metadata.name: int(n.status.allocatable.get(GPU_RESOURCE, "0")) for n in nodes}
+        say(f"[kwok] {len(nodes)} KWOK nodes Ready in {time.monotonic() - t:.1f}s ({total} GPUs); "
+            f"control plane at {cp.server}, logs in {cp.workdir}")
+        ext = None
+        try:
+            if "clique" in opts.schedulers:
+                ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log",
+                                           levels=[lbl for _, lbl in level_labels])
+                cp.start_scheduler(clique_scheduler_config(port), name="clique-scheduler")
+            for sched in opts.schedulers:
+                ns = f"scenario-{sched}"
+                core.create_namespace({"metadata": {"name": ns}})
+                _wait_service_account(core, ns)
+                run = ScenarioRun(api, ns, sched, arrivals, timed, capacity, labels, level_labels, opts,
+                                  (lambda d, n, s=sched: progress(f"kwok {s}", d, n)) if progress else None)
+                res = run.run()
+                if progress:
+                    progress(f"kwok {sched}", len(arrivals), len(arrivals))
+                for f in run.failures[:5]:
+                    say(f"[kwok] {sched}: {f}")
+                say(f"[kwok] {sched}: {res.placed}/{res.gangs} gangs placed, {res.partial_gangs} partial, "
+                    f"{res.pods} pods in {res.wall_s:.0f}s; emptying {ns}")
+                results.append(res)
+                _empty_namespace(core, ns)
+        finally:
+            if ext is not None:
+                stop_extender(ext)
+            api.close()
+    return results
+
+
+def kwok_table(results: list[KwokResult], offline: dict[str, Any], timed: bool) -> str:
+    """Each scheduler on the API server beside its offline twin."""
+    head = (f"{'where':11} {'scheduler/policy':18} {'placed':>7} {'partial':>7} {'alloc@1st fail':>14} "
+            f"{'unalloc GPUs':>12} {'final alloc':>11} {'1-domain':>10}" + (f" {'mean wait s':>11}" if timed else ""))
+
+    everything = [r.summary() for r in results] + list(offline.values())
+    # the innermost level any gang was kept inside (8-GPU gangs never fit a 4-GPU NVLink pool, say)
+    level = next((lv for lv in reversed([k for s in everything for k in s["one_domain_share"]])
+                  if any(s["one_domain_share"].get(lv) for s in everything)), None)
+    head = head.replace("  1-domain", f"{'1-' + (level or 'domain'):>10}")
+    lines = [head]
+
+    def line(where: str, s: dict) -> str:
+        a = s["allocation_ratio_at_first_failure"]
+        inner = s["one_domain_share"].get(level) if level else None
+        return (f"{where:11} {s['policy']:18} {s['placed']:>7} {s['partial_gangs']:>7} "
+                f"{(f'{a:.1%}' if a is not None else 'never'):>14} "
+                f"{str(s['unallocated_gpus'] if s['unallocated_gpus'] is not None else '-'):>12} "
+                f"{s['final_allocation_ratio']:>11.1%} {(f'{inner:.0%}' if inner is not None else '-'):>10}"
+                + (f" {s['mean_wait_s']:>11.0f}" if timed else ""))
+
+    for r in results:
+        s = r.summary()
+        lines.append(line("API server", s))
+        twin = offline.get(OFFLINE_TWIN[r.scheduler])
+        if twin is not None:
+            lines.append(line("offline", twin))
+    return "\n".join(lines)
+
+
+def kwok_plot(results: list[KwokResult], offline: dict[str, Any], timed: bool, path, title: str):
+    """GPU allocation over the run: each scheduler as the API server saw it (solid) beside its offline twin
+    (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    colors = {"clique": "#2a7ab9", "stock": "#d2691e"}
+    for r in results:
+        c = colors.get(r.scheduler)
+        if r.timeline:
+            xs, ys = zip(*r.timeline)
+            ax.plot([x / 3600 for x in xs] if timed else xs, ys, color=c, lw=2, label=f"{r.scheduler} (API server)")
+        twin = offline.get(OFFLINE_TWIN[r.scheduler])
+        if twin is not None and twin.timeline:
+            xs, ys = zip(*twin.timeline)
+            ax.plot([x / 3600 for x in xs] if timed else xs, ys, color=c, lw=1.2, ls="--",
+                    label=f"{twin.policy} (offline)")
+        if r.first_failure_index is not None and not timed:
+            ax.axvline(r.first_failure_index, color=c, lw=0.8, ls=":")
+    ax.set_xlabel("trace time (h)" if timed else "gangs submitted (file order)")
+    ax.set_ylabel("share of cluster GPUs bound")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,81 @@
+"""The KWOK scenario runner: the simulators' workloads, time-compressed, on a real control plane (its own, started
+by the runner) with clique-scheduler + extender, the stock kube-scheduler, and the real autoscaler daemon."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from scheduler.placement import all_policies
+from scheduler.placement.snapshots import snapshot_from_spec
+from simulations.kwok_scenario import ScenarioOptions, run_scenario
+from simulations.placement_sim import simulate
+from simulations.workloads import dynamo_mix
+from topology.spec import parse_cluster_spec
+
+SMALL = {"name": "small",
+         "levels": [{"name": "spine", "label": "clique.dev/spine", "hostsPerDomain": 16},
+                    {"name": "leaf", "label": "clique.dev/leaf", "hostsPerDomain": 4}],
+         "pools": [{"name": "big", "hosts": 8, "gpus": 8, "cpu": "128", "memory": "768Gi"},
+                   {"name": "mid", "hosts": 16, "gpus": 8, "cpu": "96", "memory": "512Gi"},
+                   {"name": "small", "hosts": 8, "gpus": 2, "cpu": "64", "memory": "256Gi"}]}
+
+
+def clique(*args: str, timeout: int = 300) -> dict:
+    out = subprocess.run([sys.executable, "-m", "clique", *args], capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_openb_fill_on_the_api_server_matches_the_offline_simulator_and_clique_packs_tighter(tmp_path):
+    spec = tmp_path / "small.yaml"
+    spec.write_text(yaml.safe_dump(SMALL))
+    result = clique("simulate", "--kwok", "--cluster", str(spec), "--workload", "openb-multigpu50",
+                    "--output", str(tmp_path), "--json")
+    assert result["simulation"] == "kwok-placement" and result["mode"] == "fill" and "Alibaba" in result["attribution"]
+    real = {r["scheduler"]: r for r in result["results"]}
+    offline = {r["policy"]: r for r in result["offline"]}
+    assert set(real) == {"clique", "stock"} and set(offline) == {"clique", "default-spread"}
+    for name, twin in (("clique", "clique"), ("stock", "default-spread")):
+        r = real[name]
+        assert r["first_failure_at"] is not None and r["watch_errors"] == 0, r
+        assert "Insufficient" in r["first_failure_reason"] or "fit" in r["first_failure_reason"], r
+        # what the API server shows follows the offline model of the same scheduler
+        assert abs(r["allocation_ratio_at_first_failure"] - offline[twin]["allocation_ratio_at_first_failure"]) <= 0.1, (r, offline[twin])
+    assert real["clique"]["allocation_ratio_at_first_failure"] > real["stock"]["allocation_ratio_at_first_failure"]
+    assert real["clique"]["unallocated_gpus"] < real["stock"]["unallocated_gpus"]
+    assert (tmp_path / "kwok-openb-multigpu50.png").stat().st_size > 10_000
+
+
+def test_timed_dynamo_mix_binds_gangs_whole_and_deletes_them_when_the_trace_says_they_depart():
+    spec = parse_cluster_spec(SMALL)
+    base = snapshot_from_spec(spec)
+    arrivals = dynamo_mix(24, seed=3, rate_per_s=0.1, mean_duration_s=60)
+    log: list[str] = []
+    results = run_scenario(base, arrivals, True, ScenarioOptions(schedulers=("clique",), speedup=10, settle_s=10),
+                           say=log.append)
+    r = results[0].summary()
+    assert r["partial_gangs"] == 0 and r["watch_errors"] == 0, (r, log)
+    assert r["gangs"] == len(arrivals) == r["placed"] + r["failed"]
+    assert r["pods"] == sum(a.gang.pod_count for a in arrivals)
+    assert r["placed"] >= len(arrivals) - 2, (r, log)  # offline, every gang is placed by the last arrival
+    assert r["departed"] > 0, "trace departures delete the gangs' pods"
+    twin = simulate(next(p for p in all_policies(1) if p.name == "clique"), base, arrivals, True,
+                    until=max(a.time for a in arrivals)).summary()
+    for level in ("spine", "leaf"):  # the real run keeps gangs together as the offline model does, give or take
+        assert r["one_domain_share"][level] >= twin["one_domain_share"][level] - 0.2, (r, twin)
+    assert r["speedup"] == 10 and len([w for w in results[0].waits_s if w >= 0]) == r["placed"]
+
+
+def test_replay_on_the_control_plane_runs_the_real_autoscaler_and_reports_it_beside_the_offline_run(tmp_path):
+    result = clique("replay", "--kwok", "--limit", "600", "--kwok-speedup", "30", "--output", str(tmp_path), "--json")
+    assert result["simulation"] == "autoscaling-kwok" and result["requests"] == 600
+    real, offline, oracle = result["results"]
+    assert real["policy"] == "clique (API server)" and offline["policy"] == "clique" and oracle["policy"] == "oracle"
+    assert real["requests"] == 600, "every request was served by replicas the cluster bound"
+    assert real["scale_events"] >= 1, "the autoscaler patched the StatefulSets"
+    assert 0 < real["ttft_slo_attainment"] <= 1 and real["gpu_hours"] > 0
+    assert real["max_pending_gangs"] <= 4, "48 hosts hold every replica the policies allow; pending is transient"

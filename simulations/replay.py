@@ -18,7 +18,7 @@ provisioning, and an oracle that knows the future load (an unattainable referenc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from autoscaler.algorithm import History, Reading, decide, record
@@ -35,6 +35,9 @@ class ModelConfig:
     load_delay_s: float = 60.0  # model load before a new replica serves
     prefill_pods: int = 1  # pods per prefill replica
     decode_pods: int = 2  # pods per decode replica (a TP16 gang)
+    # our policy's two knobs; defaults chosen from `frontier` on the Azure code trace: SLO first (98.6% there)
+    prefill_target: float = 0.25  # prompt tokens/s arriving per prefill replica, as a share of its capacity
+    scale_down_window_s: int = 600  # scale-down stabilization: bursts come back within minutes
     gpus_per_pod: int = 8
     interval_s: float = 15.0  # evaluation interval (ours, HPA)
     ttft_slo_s: float = 2.0
@@ -116,10 +119,10 @@ KV_USAGE = "clique_sim_decode_kv_usage_percent"
 
 def clique_policy_docs(cfg: ModelConfig, endpoint: str | None = None, speedup: float = 1.0) -> dict[str, dict]:
     """Our autoscaling policies for the two pools, as the ConfigMaps hold them. Prefill scales on queued prompt
-    work and on arrival rate (35% of capacity per replica, headroom for the trace's sub-minute bursts, which no
-    reactive policy can follow with a 60 s model load); decode on KV occupancy (70%). Scale-up is immediate,
-    scale-down waits 300 s. `endpoint`: read the metrics by Scrape from there; `speedup`: divide every time
-    (interval, windows, rate-limit periods) for a time-compressed run."""
+    work and on the arrival rate (cfg.prefill_target of capacity per replica: headroom for the trace's
+    sub-minute bursts, which no reactive policy can follow with a 60 s model load); decode on KV occupancy (70%).
+    Scale-up is immediate, scale-down waits cfg.scale_down_window_s. `endpoint`: read the metrics by Scrape from
+    there; `speedup`: divide every time (interval, windows, rate-limit periods) for a time-compressed run."""
     secs = lambda s: max(1, round(s / speedup))  # noqa: E731 - the schema's periods are whole seconds
     src = {"source": "Scrape", "endpoints": [endpoint]} if endpoint else {}
 
@@ -130,7 +133,7 @@ def clique_policy_docs(cfg: ModelConfig, endpoint: str | None = None, speedup: f
              "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
                                       "policies": [{"type": "Pods", "value": 4, "periodSeconds": secs(15)},
                                                    {"type": "Percent", "value": 100, "periodSeconds": secs(15)}]},
-                          "scaleDown": {"stabilizationWindowSeconds": round(300 / speedup),
+                          "scaleDown": {"stabilizationWindowSeconds": round(cfg.scale_down_window_s / speedup),
                                         "policies": [{"type": "Percent", "value": 100, "periodSeconds": secs(15)}]}},
              "podsPerReplica": pods, "scaleUnit": "Pods",
              "gang": {"gpusPerPod": cfg.gpus_per_pod, **({"topologyPreferred": preferred} if preferred else {})}}
@@ -142,7 +145,7 @@ def clique_policy_docs(cfg: ModelConfig, endpoint: str | None = None, speedup: f
             {"type": "QueueDepth", "queueDepth": {"metric": QUEUED_TOKENS, **src},
              "target": {"type": "AverageValue", "averageValue": backlog_target}},
             {"type": "QueueDepth", "queueDepth": {"metric": ARRIVAL_TPS, **src},
-             "target": {"type": "AverageValue", "averageValue": 0.35 * cfg.prefill_tokens_per_s}}], None),
+             "target": {"type": "AverageValue", "averageValue": cfg.prefill_target * cfg.prefill_tokens_per_s}}], None),
         "decode": doc("decode", cfg.decode_pods, [
             {"type": "KVCacheUsage", "kvCacheUsage": {"metric": KV_USAGE, "scale": 1, **src},
              "target": {"type": "Value", "value": 70}}], "leaf"),
@@ -255,12 +258,111 @@ def fixed_peak(requests: Sequence[Request], cfg: ModelConfig, window_s: float = 
     return lambda s: (peak[0], peak[1])
 
 
+def _prefill_window(queue: list[list[float]], arrivals: Sequence[Request], n: int, t0: float, t1: float,
+                    cfg: ModelConfig) -> tuple[list[list[float]], bool]:
+    """The replay's prefill rules (FIFO, work-conserving, no prompt faster than one replica) with `n` replicas
+    from t0, the window's arrivals joining at their times. Returns the queue at t1 and whether every prompt
+    queued or arriving by t1 finishes within the TTFT SLO if `n` replicas keep serving after t1."""
+    q = [list(x) for x in queue]
+    per = cfg.prefill_tokens_per_s * cfg.step_s
+    i, now, ok, state = 0, t0, True, None
+    horizon = t1 + cfg.ttft_slo_s + cfg.step_s
+    while now < horizon and (q or i < len(arrivals)):
+        while i < len(arrivals) and arrivals[i].time <= now:
+            q.append([arrivals[i].time, float(arrivals[i].prompt)])
+            i += 1
+        budget, k = n * per, 0
+        while k < len(q) and budget > 1e-9 and k < n:
+            take = min(q[k][1], budget, per)
+            q[k][1] -= take
+            budget -= take
+            k += 1
+        finish = now + cfg.step_s
+        for x in q:
+            if x[1] <= 1e-9 and finish - x[0] > cfg.ttft_slo_s + 1e-9:
+                ok = False
+        q = [x for x in q if x[1] > 1e-9]
+        if any(finish - x[0] > cfg.ttft_slo_s + 1e-9 for x in q):
+            ok = False
+        now = finish
+        if state is None and now >= t1 - 1e-9:  # carried over: the queue and what arrived since the last step
+            state = [list(x) for x in q] + [[r.time, float(r.prompt)] for r in arrivals[i:]]
+        if not ok:
+            break
+    return (state if state is not None else q), ok
+
+
+def _slots(need: list[int], window_s: float, load_s: float, floor: int, step_s: float = 0.0) -> list[tuple[float, float]]:
+    """The cheapest replica lifetimes that have `need[w]` replicas serving through window w: replica k serves
+    every window whose need is >= k, starts a model load earlier, and bridges gaps shorter than a load (keeping
+    it costs less than loading it again). Returns (start, end) per lifetime, loading time included."""
+    out = []
+    for k in range(1, max(need + [floor]) + 1):
+        runs, start = [], None
+        for w, n in enumerate(need + [0]):
+            on = w < len(need) and (n >= k or k <= floor)
+            if on and start is None:
+                start = w
+            elif not on and start is not None:
+                runs.append([start * window_s, w * window_s])
+                start = None
+        merged: list[list[float]] = []
+        for a, b in runs:
+            if merged and a - merged[-1][1] < load_s:
+                merged[-1][1] = b
+            else:
+                merged.append([a, b])
+        out += [(a - (0 if k <= floor and a == 0 else load_s + step_s), b) for a, b in merged]
+    return out
+
+
+def oracle_plan(requests: Sequence[Request], cfg: ModelConfig, window_s: float = 5.0) -> tuple[list, list]:
+    """A clairvoyant plan that serves every prompt within the TTFT SLO (those no single replica can prefill in
+    time excepted) at the fewest GPU-hours a plan of `window_s` steps can: per window, the fewest prefill
+    replicas that keep every prompt within the SLO (the queue carried over from the window before), decode
+    replicas for the most sequences in flight at a full batch; then replica lifetimes that start a model load
+    ahead and bridge short gaps (`_slots`). Returns (prefill lifetimes, decode lifetimes)."""
+    end = (requests[-1].time if requests else 0) + window_s
+    windows = int(math.ceil(end / window_s))
+    too_big = cfg.prefill_tokens_per_s * cfg.ttft_slo_s  # tokens one replica prefills within the SLO
+    servable = [r for r in requests if r.prompt <= too_big]
+    need_p, queue, i, n = [], [], 0, cfg.min_replicas
+    for w in range(windows):
+        t0, t1 = w * window_s, (w + 1) * window_s
+        j = i
+        while j < len(servable) and servable[j].time < t1:
+            j += 1
+        arrivals = servable[i:j]
+        lo = max(cfg.min_replicas, n - 1) if queue else cfg.min_replicas
+        for n in range(lo, cfg.max_replicas + 1):
+            state, ok = _prefill_window(queue, arrivals, n, t0, t1, cfg)
+            if ok:
+                break
+        queue, i = state, j
+        need_p.append(n)
+    # decode: sequences in flight, each lasting its output at the slowest (full batch) rate
+    slow = cfg.decode_tokens_per_s / (1 + cfg.itl_slowdown)
+    delta = [0] * (windows + int(max((r.output for r in requests), default=0) / slow / window_s) + 2)
+    for r in requests:
+        a = int(r.time // window_s)
+        delta[a] += 1
+        delta[a + int(math.ceil(r.output / slow / window_s))] -= 1
+    need_d, live = [], 0
+    for w in range(windows):
+        live += delta[w]
+        need_d.append(max(cfg.min_replicas, min(cfg.max_replicas, math.ceil(live / cfg.max_batch))))
+    # one step early: a replica asked for at t is counted ready from the step after t + load
+    return (_slots(need_p, window_s, cfg.load_delay_s, cfg.min_replicas, cfg.step_s),
+            _slots(need_d, window_s, cfg.load_delay_s, cfg.min_replicas, cfg.step_s))
+
+
 def oracle(requests: Sequence[Request], cfg: ModelConfig) -> Policy:
-    """Knows the future: holds exactly what the busiest slice of load needs from now until a replica started
-    now would be ready and has served one interval (so it starts replicas a model-load ahead of a burst and
-    releases them as soon as no burst within reach needs them)."""
+    """Knows the future: holds the replicas of `oracle_plan` (loading ones included) at every moment."""
+    pre, dec = oracle_plan(requests, cfg)
+
     def run(s: Signals) -> tuple[int, int]:
-        return _need(requests, cfg, s.now, s.now + cfg.load_delay_s + cfg.interval_s + 5, 0.9)
+        return (sum(1 for a, b in pre if a <= s.now < b) or cfg.min_replicas,
+                sum(1 for a, b in dec if a <= s.now < b) or cfg.min_replicas)
     return run
 
 
@@ -346,8 +448,10 @@ def compare(requests: Sequence[Request], cfg: ModelConfig,
     policies = [("clique", clique_policy(cfg), False), ("hpa-gpu-util", hpa_gpu_util(cfg), False),
                 ("keda-queue", keda_queue(cfg), False), ("dynamo-planner", dynamo_planner(cfg), False),
                 ("fixed-peak", fixed_peak(requests, cfg), False), ("oracle", oracle(requests, cfg), True)]
-    return [replay(requests, cfg, name, pol, (lambda d, n, name=name: progress(name, d, n)) if progress else None,
-                   oracle_mode=om) for name, pol, om in policies]
+    # the oracle acts at every step (it has nothing to measure); the others at their evaluation interval
+    return [replay(requests, replace(cfg, interval_s=cfg.step_s) if om else cfg, name, pol,
+                   (lambda d, n, name=name: progress(name, d, n)) if progress else None, oracle_mode=om)
+            for name, pol, om in policies]
 
 
 def replay_table(results: list[ReplayResult]) -> str:
@@ -383,6 +487,83 @@ def replay_plots(results: list[ReplayResult], requests: Sequence[Request], cfg: 
     a1.set_ylabel("prefill replicas")
     a1.set_xlabel("minutes")
     a1.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    prefill_target: float
+    scale_down_window_s: int
+    ttft_slo_attainment: float
+    gpu_hours: float
+
+
+def frontier(requests: Sequence[Request], cfg: ModelConfig, targets: Sequence[float] = (0.15, 0.2, 0.25, 0.3, 0.35, 0.5),
+             windows: Sequence[int] = (300, 600, 900)) -> list[FrontierPoint]:
+    """Our policy over its two knobs (utilization target, scale-down window): what each costs and attains."""
+    out = []
+    for w in windows:
+        for t in targets:
+            c = replace(cfg, prefill_target=t, scale_down_window_s=w)
+            s = replay(requests, c, "clique", clique_policy(c)).summary()
+            out.append(FrontierPoint(t, w, s["ttft_slo_attainment"], s["gpu_hours"]))
+    return out
+
+
+def frontier_verdict(points: Sequence[FrontierPoint], oracle_hours: float, goal: float = 0.99,
+                     budget: float = 1.15) -> str:
+    """How far our policy is from the goal (>= 99% attainment at <= 1.15x the oracle's GPU-hours)."""
+    within = [p for p in points if p.gpu_hours <= budget * oracle_hours]
+    meets = [p for p in points if p.ttft_slo_attainment >= goal]
+    best = max(within, key=lambda p: p.ttft_slo_attainment, default=None)
+    cheap = min(meets, key=lambda p: p.gpu_hours, default=None)
+    parts = [f"goal: >= {goal:.0%} TTFT attainment at <= {budget:g}x the oracle's {oracle_hours:.1f} GPU-hours"]
+    def desc(p: FrontierPoint) -> str:
+        return (f"{p.ttft_slo_attainment:.1%} at {p.gpu_hours:.1f} GPU-hours = {p.gpu_hours / oracle_hours:.2f}x "
+                f"(target {p.prefill_target:.0%}, window {p.scale_down_window_s}s)")
+
+    parts.append(f"best within budget: {desc(best)}" if best else
+                 f"no setting within budget, the cheapest: {desc(min(points, key=lambda p: p.gpu_hours))}")
+    parts.append(f"cheapest at >= {goal:.0%}: {desc(cheap)}" if cheap else
+                 f"no setting reaches {goal:.0%}, the best: {desc(max(points, key=lambda p: p.ttft_slo_attainment))}")
+    return "; ".join(parts)
+
+
+def frontier_plot(points: Sequence[FrontierPoint], results: Sequence[ReplayResult], path, goal: float = 0.99,
+                  budget: float = 1.15) -> str:
+    """Attainment against GPU-hours: our policy's settings (a line per scale-down window), every baseline, the
+    oracle, and the goal's corner."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {r.policy: r.summary() for r in results}
+    oracle_h = rows["oracle"]["gpu_hours"] if "oracle" in rows else None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for w in sorted({p.scale_down_window_s for p in points}):
+        ps = sorted((p for p in points if p.scale_down_window_s == w), key=lambda p: p.gpu_hours)
+        ax.plot([p.gpu_hours for p in ps], [p.ttft_slo_attainment for p in ps], "o-", ms=4,
+                label=f"clique, scale-down window {w}s")
+        for p in ps:
+            ax.annotate(f"{p.prefill_target:.0%}", (p.gpu_hours, p.ttft_slo_attainment), fontsize=6,
+                        xytext=(3, -8), textcoords="offset points")
+    for name, s in rows.items():
+        marker = "*" if name == "oracle" else "s"
+        ax.plot([s["gpu_hours"]], [s["ttft_slo_attainment"]], marker, ms=12 if name == "oracle" else 7,
+                color="black" if name == "oracle" else None, label=f"{name} (default settings)" if name == "clique"
+                else name)
+    if oracle_h:
+        ax.axvspan(0, budget * oracle_h, ymin=0, ymax=1, color="#2a7ab9", alpha=0.06)
+        ax.axhline(goal, color="#2a7ab9", lw=0.8, ls="--")
+        ax.text(budget * oracle_h, goal, f" goal: >= {goal:.0%} at <= {budget:g}x oracle", fontsize=7, va="bottom")
+    ax.set_xlabel("GPU-hours")
+    ax.set_ylabel("TTFT SLO attainment")
+    ax.set_title("what each autoscaling policy pays for what it attains (up and left is better)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

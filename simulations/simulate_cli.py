@@ -186,7 +186,8 @@ def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> 
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from simulations.replay import ModelConfig, compare, replay_plots, replay_table
+    from simulations.replay import (ModelConfig, compare, frontier, frontier_plot, frontier_verdict, replay_plots,
+                                    replay_table)
     from simulations.workloads import ATTRIBUTION, data_file, load_requests
 
     try:
@@ -206,13 +207,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.kwok:
         return cmd_replay_kwok(args, requests, cfg, results)
     print(replay_table(results))
+    points = frontier(requests, cfg)
+    oracle_h = next(r.summary()["gpu_hours"] for r in results if r.policy == "oracle")
+    verdict = frontier_verdict(points, oracle_h)
+    print(f"our policy over its settings ({len(points)} runs): {verdict}")
     args.output.mkdir(parents=True, exist_ok=True)
     png = replay_plots(results, requests, cfg, args.output / "replay.png")
+    png2 = frontier_plot(points, results, args.output / "replay-frontier.png")
     out = {"simulation": "autoscaling", "trace": args.trace, "requests": len(requests), "config": cfg.__dict__,
            "attribution": ATTRIBUTION["azure"] if "azure" in str(args.trace) else "",
-           "results": [r.summary() for r in results]}
+           "results": [r.summary() for r in results], "frontier": [p.__dict__ for p in points], "verdict": verdict}
     (args.output / "replay.json").write_text(json.dumps(out, indent=1))
-    print(f"[replay] {time.monotonic() - t0:.1f}s; plot: {png}", file=sys.stderr)
+    print(f"[replay] {time.monotonic() - t0:.1f}s; plots: {png}, {png2}", file=sys.stderr)
     if args.json:
         print(json.dumps(out))
     return 0

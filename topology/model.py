@@ -68,7 +68,7 @@ class Topology:
         self.gpu_vector = np.fromiter((self.host_gpus[h] for h in self.host_names), dtype=np.int64,
                                       count=len(self.host_names))  # GPUs per host in row order
         for lv in range(len(self.levels)):
-            keys = list(self._members[lv])
+            keys = sorted(self._members[lv])  # codes in key order: domain lists come out sorted
             code = {k: i for i, k in enumerate(keys)}
             self.level_domains.append(keys)
             self.level_codes.append(np.fromiter((code[self.host_keys[h][lv]] for h in self.host_names),

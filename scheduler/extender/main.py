@@ -32,10 +32,15 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     extender = Extender(state, api, bind_timeout_s=bind_timeout_s, scheduler_name=scheduler_name)
     watches = asyncio.create_task(state.run(api))
     # Latency: each filter call allocates a few thousand strings (the node names); collect the youngest
-    # generation less often, and keep long-lived startup objects out of every collection.
-    gc.collect()
-    gc.freeze()
+    # generation less often, and keep long-lived objects (the synced nodes and pods) out of every collection.
     gc.set_threshold(50_000, 20, 20)
+
+    async def freeze_when_synced() -> None:
+        await asyncio.gather(*(e.wait() for e in state.synced.values()))
+        gc.collect()
+        gc.freeze()
+
+    freezer = asyncio.create_task(freeze_when_synced())
     runners = []
     for app, (h, p) in [(extender.app(), (host, port))] + ([(extender.metrics_app(), metrics_listen)]
                                                             if metrics_listen else []):
@@ -53,6 +58,7 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     await stop.wait()
     log.info("stopping")
     watches.cancel()
+    freezer.cancel()
     for runner in runners:
         await runner.cleanup()
     await api.close()

@@ -185,11 +185,11 @@ class Extender:
         self._expire()
         key = _pod_key(pod)
         gang = recognize(pod, sizes, topology)
-        host, reason = self._host_for(pod, key, gang, set(nodes))
+        host, reason = self._host_for(pod, key, gang, nodes)
         if host is None:
             self.metrics.reasons.labels("unschedulable").inc()
             return FilterResult([], {n: reason for n in nodes})
-        if host not in nodes:
+        if host not in nodes:  # a list scan: cheaper than building a set of thousands of names per call
             # kube-scheduler's own filters rejected the planned host (taint, selector, ...): replan the gang.
             self._release(gang.key, "planned host rejected by kube-scheduler's filters")
             msg = f"planned host {host} for gang {gang.name} did not pass kube-scheduler's filters; replanning"
@@ -198,7 +198,7 @@ class Extender:
         # thousands of other nodes would cost more to send than the whole decision.
         return FilterResult([host])
 
-    def _host_for(self, pod: dict, key: str, gang: GangRef, candidates: set[str]) -> tuple[str | None, str]:
+    def _host_for(self, pod: dict, key: str, gang: GangRef, nodes: list[str]) -> tuple[str | None, str]:
         req = pod_request(pod)
         request = (req.gpus, req.cpu_millis, req.memory, 1)
         res = self.reservations.get(gang.key)
@@ -243,6 +243,7 @@ class Extender:
         snapshot = self.state.snapshot({h: tuple(v) for h, v in reserved.items()})  # type: ignore[misc]
         # Only the nodes kube-scheduler's own filters passed for this pod (its selectors, affinities, taints):
         # gang members share a template, so they share these constraints.
+        candidates = set(nodes)
         excluded = [] if candidates.issuperset(snapshot.hosts) else [h for h in snapshot.hosts if h not in candidates]
         if excluded:
             hosts = dict(snapshot.hosts)
@@ -260,7 +261,7 @@ class Extender:
                  plan.cost, plan.proof.value, plan.solve_ms)
         res = Reservation(gang, {}, [(a.role, a.host) for a in plan.assignments], {}, roles, time.monotonic())
         self.reservations[gang.key] = res
-        return self._host_for(pod, key, gang, candidates)
+        return self._host_for(pod, key, gang, nodes)
 
     def _check_tp(self, pod: dict, gang: GangRef, roles: dict, counts: dict) -> None:
         tp = declared_tp_size(pod)

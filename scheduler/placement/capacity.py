@@ -48,6 +48,12 @@ class _Rows(Mapping):
             raise KeyError(host)
         return int(self._arr[i]) if self._scalar else tuple(int(x) for x in self._arr[i])
 
+    def many(self, hosts: Sequence[str]) -> dict:
+        """{host: value} for these hosts (all candidates) in one array read."""
+        row = self._topo.host_row
+        vals = self._arr[[row[h] for h in hosts]].tolist()
+        return dict(zip(hosts, vals)) if self._scalar else {h: tuple(v) for h, v in zip(hosts, vals)}
+
     def __contains__(self, host: object) -> bool:
         i = self._topo.host_row.get(host)  # type: ignore[arg-type]
         return i is not None and bool(self._mask[i])
@@ -152,41 +158,75 @@ def totals_of(snapshot: Snapshot, cap: GangCapacity, rows: np.ndarray) -> Domain
                         int(cap.pods_vec[rows].sum()), rows, int(un[rows].sum()), snapshot.topology)
 
 
+@dataclass
+class LevelTotals:
+    """Domains of one level as arrays, in key order (the topology numbers domains so). A DomainTotals object is
+    built only for the domains asked for: at 5,000 hosts a level has hundreds of candidates, the engine tries a
+    few."""
+
+    keys: list[DomainKey]
+    slots: np.ndarray  # domains x roles
+    gpus: np.ndarray
+    pods: np.ndarray
+    untouched: np.ndarray  # untouched candidate hosts per domain
+    counts: np.ndarray  # candidate hosts per domain
+    rows: np.ndarray  # candidate rows of every domain here, grouped by domain, ascending inside each
+    starts: np.ndarray  # domain j's rows are rows[starts[j]:starts[j + 1]]
+    topo: Topology
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def domain(self, j: int) -> DomainTotals:
+        a, b = int(self.starts[j]), int(self.starts[j + 1])
+        return DomainTotals(self.slots[j].tolist(), int(self.gpus[j]), int(self.pods[j]), self.rows[a:b],
+                            int(self.untouched[j]), self.topo)
+
+    def as_dict(self) -> dict[DomainKey, DomainTotals]:
+        return {k: self.domain(j) for j, k in enumerate(self.keys)}
+
+
 def domain_totals(snapshot: Snapshot, gang: Gang, cap: GangCapacity, candidates_only: bool = False
                   ) -> list[dict[DomainKey, DomainTotals]]:
-    """Totals per domain at every level (outermost first), vectorised: candidate rows grouped by domain code.
-    With `candidates_only`, only domains that may hold the whole gang (checked on the arrays) are returned."""
+    """Totals per domain at every level (outermost first); see `level_totals`."""
+    return [level_totals(snapshot, gang, cap, lv, candidates_only).as_dict()
+            for lv in range(len(snapshot.topology.levels))]
+
+
+def level_totals(snapshot: Snapshot, gang: Gang, cap: GangCapacity, lv: int, candidates_only: bool = False
+                 ) -> LevelTotals:
+    """Totals per domain at one level, vectorised: candidate rows grouped by domain code, sums by reduceat.
+    With `candidates_only`, only domains that may hold the whole gang (checked on the arrays) are kept."""
     topo = snapshot.topology
     rows = cap.rows
-    slots_r, gpus_r, pods_r = cap.slot_matrix[rows], cap.free_matrix[rows, 0], cap.pods_vec[rows]
-    un_r = snapshot.untouched_vector[rows]
-    need = np.array([r.pods for r in gang.roles], dtype=np.int64)
-    out: list[dict[DomainKey, DomainTotals]] = []
-    for lv in range(len(topo.levels)):
-        if len(rows) == 0:
-            out.append({})
-            continue
-        codes = topo.level_codes[lv][rows]
-        order = np.argsort(codes, kind="stable")
-        sorted_codes = codes[order]
-        starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_codes)) + 1))
-        ends = np.append(starts[1:], len(order))
-        slot_sums = np.add.reduceat(slots_r[order], starts, axis=0)
-        gpu_sums = np.add.reduceat(gpus_r[order], starts)
-        pod_sums = np.add.reduceat(pods_r[order], starts)
-        keep = np.arange(len(starts))
-        if candidates_only:
-            keep = np.flatnonzero((slot_sums >= need).all(axis=1) & (gpu_sums >= gang.gpu_count)
-                                  & (pod_sums >= gang.pod_count))
-        un_sorted = un_r[order]
-        keys = topo.level_domains[lv]
-        level: dict[DomainKey, DomainTotals] = {}
-        for j in keep:
-            a, b = starts[j], ends[j]
-            level[keys[sorted_codes[a]]] = DomainTotals(slot_sums[j].tolist(), int(gpu_sums[j]), int(pod_sums[j]),
-                                                        rows[order[a:b]], int(un_sorted[a:b].sum()), topo)
-        out.append(level)
-    return out
+    if len(rows) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return LevelTotals([], np.zeros((0, len(gang.roles)), np.int64), empty, empty, empty, empty, empty,
+                           np.zeros(1, np.int64), topo)
+    codes = topo.level_codes[lv][rows]
+    order = np.argsort(codes, kind="stable")  # stable: rows stay ascending inside each domain
+    sorted_codes = codes[order]
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_codes)) + 1))
+    counts = np.diff(np.append(starts, len(order)))
+    dom_codes = sorted_codes[starts]
+    slot_sums = np.add.reduceat(cap.slot_matrix[rows][order], starts, axis=0)
+    gpu_sums = np.add.reduceat(cap.free_matrix[rows, 0][order], starts)
+    pod_sums = np.add.reduceat(cap.pods_vec[rows][order], starts)
+    un_sums = np.add.reduceat(snapshot.untouched_vector[rows][order].astype(np.int64), starts)
+    rows_sorted = rows[order]
+    if candidates_only:
+        need = np.array([r.pods for r in gang.roles], dtype=np.int64)
+        keep = np.flatnonzero((slot_sums >= need).all(axis=1) & (gpu_sums >= gang.gpu_count)
+                              & (pod_sums >= gang.pod_count))
+        if len(keep) < len(starts):
+            member = np.repeat(np.isin(np.arange(len(starts)), keep), counts)
+            rows_sorted = rows_sorted[member]
+            dom_codes, counts = dom_codes[keep], counts[keep]
+            slot_sums, gpu_sums, pod_sums, un_sums = slot_sums[keep], gpu_sums[keep], pod_sums[keep], un_sums[keep]
+    keys = topo.level_domains[lv]
+    bounds = np.concatenate(([0], np.cumsum(counts)))
+    return LevelTotals([keys[c] for c in dom_codes.tolist()], slot_sums, gpu_sums, pod_sums, un_sums, counts,
+                       rows_sorted, bounds, topo)
 
 
 def cover(values: np.ndarray, need: int) -> int | None:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.placement.capacity import (DomainTotals, GangCapacity, cost_vector, domain_totals, gang_capacity,
-                                          lower_bound, totals_of)
+from scheduler.placement.capacity import (DomainTotals, GangCapacity, LevelTotals, cost_vector, domain_totals,
+                                          gang_capacity, level_totals, lower_bound, totals_of)
 from scheduler.placement.exact import solve_exact
 from scheduler.placement.greedy import greedy_fill
 from scheduler.placement.types import Assignment, Gang, Plan, PlanStatus, Proof, Snapshot
@@ -70,16 +70,17 @@ class CliqueEngine:
 
         # phase 1
         cap = gang_capacity(snapshot, gang)
-        totals = domain_totals(snapshot, gang, cap, candidates_only=True)
         # phase 2: the innermost level, not above the required one, where one domain may hold the whole gang.
         # The cost is lexicographic, so if one domain of that level can hold it, the optimum lies inside one.
+        # Levels are totalled one at a time, innermost first: most gangs never need the outer ones.
         timed_out = False
         for level in range(len(topo.levels) - 1, req_level - 1, -1):
             if level >= 0:
-                cands = [(key, t) for key, t in sorted(totals[level].items()) if t.may_hold(gang)]
+                # in key order, and only domains that may hold the gang
+                cands = level_totals(snapshot, gang, cap, level, candidates_only=True)
             else:
                 everything = totals_of(snapshot, cap, cap.rows)
-                cands = [((), everything)] if everything.may_hold(gang) else []
+                cands = _one_domain(everything, len(gang.roles)) if everything.may_hold(gang) else None
             if not cands:
                 continue
             plan, proven_empty = self._search(snapshot, gang, cap, level, cands, affinity)
@@ -94,8 +95,7 @@ class CliqueEngine:
                     reason=unschedulable_reason(snapshot, gang, cap, None if req_level < 0 else req_level))
 
     def _search(self, snapshot: Snapshot, gang: Gang, cap: GangCapacity, level: int,
-                cands: list[tuple[tuple, DomainTotals]], affinity: tuple[int, set] | None
-                ) -> tuple[Plan | None, bool]:
+                cands: LevelTotals, affinity: tuple[int, set] | None) -> tuple[Plan | None, bool]:
         """Phases 3-5 over candidate domains of one level. Returns (plan, proven that none exists)."""
         def aff_miss(key: tuple) -> int:
             # known up front when the affinity level is this level or above it
@@ -105,7 +105,7 @@ class CliqueEngine:
 
         # phase 3: one lower bound valid for every scope (computed over all of them together: any scope's
         # hosts are a subset), then greedy fills, best fit first: affinity, least free GPUs, partly used first
-        all_rows = np.concatenate([t.rows for _, t in cands])
+        all_rows = cands.rows
         global_lb = lower_bound(snapshot, gang, cap, all_rows, level)
         if global_lb is None:
             return None, True
@@ -126,13 +126,20 @@ class CliqueEngine:
                                 fm[all_rows, 0]))
             host = snapshot.topology.host_names[int(all_rows[order[0]])]
             return self._plan(snapshot, gang, [Assignment(gang.roles[0].name, 0, host)], Proof.LOWER_BOUND), False
-        scored = sorted(((aff_miss(key), t.gpus, t.all_untouched, key, t) for key, t in cands), key=lambda x: x[:4])
-        best_miss = scored[0][0]
+        # best fit first: affinity misses, free GPUs, partly used before untouched, then key (cands come in key
+        # order, so a stable sort on the rest keeps it); arrays, as a level may have thousands of candidates
+        n = len(cands)
+        miss = (np.fromiter((aff_miss(k) for k in cands.keys), dtype=np.int64, count=n) if affinity
+                else np.zeros(n, np.int64))
+        whole = cands.untouched == cands.counts
+        order = np.lexsort((np.arange(n), whole, cands.gpus, miss)).tolist()
+        miss_l = miss.tolist()
+        best_miss = miss_l[order[0]]
         best: tuple[tuple, list[Assignment]] | None = None
-        for miss, _, _, key, t in scored[:MAX_GREEDY_TRIES]:
-            if best is not None and miss > best[0][1]:
+        for j in order[:MAX_GREEDY_TRIES]:
+            if best is not None and miss_l[j] > best[0][1]:
                 continue
-            got = greedy_fill(snapshot, gang, cap, t.hosts, level + 1)
+            got = greedy_fill(snapshot, gang, cap, cands.domain(j).hosts, level + 1)
             if got is not None:
                 rank = (cost_vector(snapshot, (a.host for a in got)), _affinity_misses(snapshot, got, affinity))
                 if best is None or rank < best[0]:
@@ -142,10 +149,11 @@ class CliqueEngine:
 
         # phase 4: CP-SAT, best bound first (each scope's own bound now), while a bound can beat the incumbent
         bounded = []
-        for miss, _, _, key, t in scored:
+        for j in order:
+            t = cands.domain(j)
             lb = lower_bound(snapshot, gang, cap, t.rows, level)
             if lb is not None:
-                bounded.append((lb, miss, key, t.hosts))
+                bounded.append((lb, miss_l[j], cands.keys[j], t.hosts))
         bounded.sort(key=lambda b: b[:3])
         all_proven = True
         searched = 0
@@ -186,6 +194,14 @@ class CliqueEngine:
             snapshot = snapshot.apply(gang, plan)
             count += 1
         return count
+
+
+def _one_domain(t: DomainTotals, roles: int) -> LevelTotals:
+    """The whole cluster as the single candidate of the level above the outermost one."""
+    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
+    rows = t.rows if t.rows is not None else np.zeros(0, np.int64)
+    return LevelTotals([()], np.array([t.slots], dtype=np.int64).reshape(1, roles), one(t.gpus), one(t.pods),
+                       one(t.untouched), one(len(rows)), rows, np.array([0, len(rows)], dtype=np.int64), t.topo)
 
 
 def _affinity_misses(snapshot: Snapshot, assignments: list[Assignment], affinity: tuple[int, set] | None) -> int:

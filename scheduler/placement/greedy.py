@@ -49,7 +49,7 @@ class _Fill:
         """First-fit-decreasing onto hosts: each pod (largest first) goes to the best-fitting host the gang
         already uses; a new host is one that can take every pod still to come if there is one (best fit
         among those), else the emptiest. Fewer hosts first, then tight packing."""
-        free = {h: self.cap.free[h] for h in hosts}
+        free = self.cap.free.many(hosts)  # type: ignore[attr-defined]
         opened: list[str] = []
         roles_on: dict[str, set[int]] = {}
         placed: list[tuple[Pod, str]] = []
@@ -70,14 +70,18 @@ class _Fill:
                 if not fresh:
                     left.append(pod)
                     continue
-                closers = [h for h in fresh if len(self.host_take(h, rest, free[h])) == len(rest)]
+                if len(self.requests) == 1:  # one role: a fresh host takes min(its slots, what is left)
+                    slots = self.cap.slots.many(fresh)  # type: ignore[attr-defined]
+                    takes = {h: min(slots[h][0], len(rest)) for h in fresh}
+                else:
+                    takes = {h: len(self.host_take(h, rest, free[h])) for h in fresh}
+                closers = [h for h in fresh if takes[h] == len(rest)]
                 if closers:
                     # best fit on GPUs; ties go to the host with the least CPU and memory left, which keeps
                     # the big hosts whole for the pods that need them
                     h = min(closers, key=lambda x: (free[x][0], self.untouched[x], free[x][1], free[x][2], x))
                 else:
-                    h = max(fresh, key=lambda x: (len(self.host_take(x, rest, free[x])), -self.untouched[x],
-                                                  -free[x][0], x))
+                    h = max(fresh, key=lambda x: (takes[x], -self.untouched[x], -free[x][0], x))
                 opened.append(h)
             free[h] = sub(free[h], req)
             roles_on.setdefault(h, set()).add(r)

@@ -600,6 +600,8 @@ def kwok_plot(results: list[KwokResult], offline: dict[str, Any], timed: bool, p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from simulations.placement_sim import finish_allocation_plot
+
     fig, ax = plt.subplots(figsize=(8, 4))
     colors = {"clique": "#2a7ab9", "stock": "#d2691e"}
     for r in results:
@@ -614,12 +616,5 @@ def kwok_plot(results: list[KwokResult], offline: dict[str, Any], timed: bool, p
                     label=f"{twin.policy} (offline)")
         if r.first_failure_index is not None and not timed:
             ax.axvline(r.first_failure_index, color=c, lw=0.8, ls=":")
-    ax.set_xlabel("trace time (h)" if timed else "gangs submitted (file order)")
-    ax.set_ylabel("share of cluster GPUs bound")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_allocation_plot(fig, ax, timed, title, path, "gangs submitted (file order)", "bound")
     return path

@@ -169,6 +169,20 @@ def table(results: list[SimResult], timed: bool) -> str:
     return "\n".join(lines)
 
 
+def finish_allocation_plot(fig, ax, timed: bool, title: str, path, fill_xlabel: str, verb: str) -> None:
+    """Axes, legend and file of an allocation-over-the-run plot (trace hours, or arrivals in file order)."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel("trace time (h)" if timed else fill_xlabel)
+    ax.set_ylabel(f"share of cluster GPUs {verb}")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plots(results: list[SimResult], timed: bool, out_prefix, title: str) -> list:
     """Allocation over the run, and unallocated GPUs at first failure, per policy (PNG)."""
     import matplotlib
@@ -181,15 +195,8 @@ def plots(results: list[SimResult], timed: bool, out_prefix, title: str) -> list
     for r in results:
         xs, ys = zip(*r.timeline) if r.timeline else ((), ())
         ax.plot([x / 3600 for x in xs] if timed else xs, ys, label=r.policy, lw=2.2 if r.policy == "clique" else 1.2)
-    ax.set_xlabel("trace time (h)" if timed else "pods submitted (file order)")
-    ax.set_ylabel("share of cluster GPUs allocated")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
     p = f"{out_prefix}-allocation.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    finish_allocation_plot(fig, ax, timed, title, p, "pods submitted (file order)", "allocated")
     paths.append(p)
     fig, ax = plt.subplots(figsize=(8, 3.2))
     names = [r.policy for r in results]

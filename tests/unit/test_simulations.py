@@ -126,3 +126,29 @@ def test_our_policy_documents_are_valid_policies_and_scale_their_times_with_the_
     assert all(m.source == "Scrape" for m in pre.metrics + dec.metrics) and dec.gang.pods == 2
     verdict = frontier_verdict([FrontierPoint(0.25, 600, 0.995, 55.0), FrontierPoint(0.35, 300, 0.8, 40.0)], 50.0)
     assert "best within budget: 99.5% at 55.0 GPU-hours = 1.10x" in verdict and "cheapest at >= 99%: 99.5%" in verdict
+
+
+def test_kwok_nodes_carry_the_snapshot_topology_and_gang_pods_name_their_levels_by_label():
+    from scheduler.placement.types import Gang, Role
+    from simulations.kwok_scenario import gang_pods, host_specs
+
+    base = openb_cluster()
+    specs = {h.name: h for h in host_specs(base)}
+    assert len(specs) == 1213 and sum(h.gpus for h in specs.values()) == 6212
+    h = specs["openb-node-0000"]
+    assert h.labels["type"] == "kwok" and h.labels["clique.dev/leaf"].startswith("leaf-")
+    assert h.cpu_millis == 64000 and h.memory_bytes == 262144 * 2**20
+
+    gang = Gang("TP16_Replica.3", (Role("leader", 1, 8, 4000, 2**30, one_per_host=True), Role("worker", 1, 8)),
+                required_level="nvlink", preferred_level="leaf")
+    pods = gang_pods(7, gang, "clique-scheduler", "run-1", {"nvlink": "nvidia.com/gpu.clique", "leaf": "clique.dev/leaf"})
+    assert [p.name for p in pods] == ["tp16-replica-3-leader-0", "tp16-replica-3-worker-0"]
+    ann = pods[0].manifest["metadata"]["annotations"]
+    assert ann == {"clique.dev/gang": "tp16-replica-3", "clique.dev/gang-size": "2", "clique.dev/role": "leader",
+                   "clique.dev/topology-required": "nvidia.com/gpu.clique",
+                   "clique.dev/topology-preferred": "clique.dev/leaf"}
+    res = pods[0].manifest["spec"]["containers"][0]["resources"]
+    assert res["limits"] == {"nvidia.com/gpu": "8"} and res["requests"]["cpu"] == "4000m"
+    single = gang_pods(0, Gang("openb-pod-0001", (Role("pod", 1, 0, 6000, 2**30),)), "default-scheduler", "run-1")
+    assert single[0].name == "openb-pod-0001" and single[0].manifest["metadata"]["annotations"] == {}
+    assert "nvidia.com/gpu" not in single[0].manifest["spec"]["containers"][0]["resources"]["requests"]

@@ -5,8 +5,11 @@ the API server. Side effects: starts a local control plane, KWOK nodes, the exte
     fill   (no times in the trace, e.g. openb multigpu50) pods are created in file order, at most `window`
            of them undecided at once; the run stops at the first pod the scheduler marks Unschedulable
            (plus `after_failure` more). Reported: GPUs bound when that condition arrives on the watch.
-    timed  (openb default, the Dynamo mix) arrivals at trace time / speedup; each pod is deleted
-           duration / speedup after the API server shows it bound. Waits are bind - create, in trace time.
+    timed  (openb default, the Dynamo mix) arrivals and departures on a virtual clock: it runs at
+           `speedup` x real time, and jumps to the next event whenever the cluster is quiet (default: only
+           jumps, event by event). Each pod is deleted its trace duration after the API server shows it
+           bound. Waits are virtual bind - arrival time. kube-scheduler retries a pod that waits for capacity
+           after a backoff (1-10 s real), so a jump waits `pending_grace_s` while such pods exist.
 
 Every number comes from a watch on the scenario's pods (spec.nodeName, the PodScheduled condition) and from
 the Node objects, not from the scheduler's own view. The same run also plays the workload through the
@@ -155,6 +158,11 @@ class PodObserver:
         self._stop.set()
         self._thread.join(timeout=70)
 
+    def pending(self) -> bool:
+        """Some pod was rejected and is still waiting (neither bound nor deleted)."""
+        with self._lock:
+            return any(p.failed_reason and not p.node and not p.deleted for p in self.pods.values())
+
     def expect(self, name: str, gpus: int) -> None:
         with self._lock:
             self.expected[name] = gpus
@@ -281,8 +289,8 @@ class KwokResult:
 @dataclass
 class ScenarioOptions:
     schedulers: tuple[str, ...] = ("clique", "stock")
-    speedup: float | None = None  # timed: trace seconds per real second; None: fit the arrivals into `duration_s`
-    duration_s: float = 300.0
+    speedup: float | None = None  # timed: trace seconds per real second; None: only jumps (event by event)
+    pending_grace_s: float = 2.0  # timed: quiet time before a jump while pods wait for capacity
     window: int = 64  # fill: pods created but neither bound nor failed, at most
     after_failure: int = 0  # fill: pods still submitted after the first failure
     settle_s: float = 20.0  # after the last arrival: wait this long at most for undecided pods
@@ -309,6 +317,10 @@ class ScenarioRun:
         self.by_pod = {p.name: p for plans in self.plans for p in plans}
         self.created: dict[str, float] = {}
         self.undecided: set[str] = set()  # submitted, neither bound nor rejected yet
+        self.inflight = 0  # API calls (creates, deletes) submitted and not finished
+        self._lock = threading.Lock()
+        self.vcreated: dict[str, float] = {}  # timed: virtual (trace) times
+        self.vbound: dict[str, float] = {}
         self.observer = PodObserver(api_client, namespace, self.scenario)
         self.pool = ThreadPoolExecutor(opts.create_workers)
         self.failures: list[str] = []
@@ -318,6 +330,7 @@ class ScenarioRun:
         for p in plans:
             self.observer.expect(p.name, p.gpus)
             self.undecided.add(p.name)
+            self._inflight(+1)
             self.pool.submit(self._create, p)
 
     def _create(self, plan: PodPlan) -> None:
@@ -328,6 +341,9 @@ class ScenarioRun:
             self.core.create_namespaced_pod(self.ns, plan.manifest)
         except ApiException as exc:
             self.failures.append(f"create {plan.name}: {exc.status} {exc.reason}")
+            self.undecided.discard(plan.name)
+        finally:
+            self._inflight(-1)
 
     def _delete(self, name: str) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -337,6 +353,8 @@ class ScenarioRun:
         except ApiException as exc:
             if exc.status != 404:
                 self.failures.append(f"delete {name}: {exc.status} {exc.reason}")
+        finally:
+            self._inflight(-1)
 
     def run(self) -> KwokResult:
         res = KwokResult(self.scheduler, 0)
@@ -375,46 +393,71 @@ class ScenarioRun:
         self._sample(res, float(res.gangs))
 
     def _timed(self, res: KwokResult) -> None:
-        span = max(a.time for a in self.arrivals) - min(a.time for a in self.arrivals) if self.arrivals else 0.0
-        speed = self.opts.speedup or max(1.0, span / max(1.0, self.opts.duration_s))
+        """Arrivals and departures on a virtual clock: trace time runs at `speedup` x real time (None: it does
+        not run by itself), and whenever the cluster is quiet (nothing being created or deleted, no pod waiting
+        for a decision, no watch event for a moment) it jumps to the next event. Long idle stretches of a trace
+        cost nothing, bursts keep their pace. Times of binds and departures are virtual."""
+        speed = self.opts.speedup
         res.speedup = speed
-        t0 = min((a.time for a in self.arrivals), default=0.0)
-        start = time.monotonic()
-        heap: list[tuple[float, int, int, Any]] = [(start + (a.time - t0) / speed, 1, i, i)
-                                                   for i, a in enumerate(self.arrivals)]
+        clock = [min((a.time for a in self.arrivals), default=0.0), time.monotonic()]  # virtual, real at last jump
+
+        def vt(real: float) -> float:
+            return clock[0] + (max(0.0, real - clock[1]) * speed if speed else 0.0)
+
+        heap: list[tuple[float, int, int, Any]] = [(a.time, 1, i, i) for i, a in enumerate(self.arrivals)]
         heapq.heapify(heap)
-        seq = len(heap)
-        arrived = 0
-        next_sample = start
+        seq, arrived, quiet_since, last_sample = len(heap), 0, time.monotonic(), -1.0
         while heap:
             when, kind, _, payload = heap[0]
-            now = time.monotonic()
-            if when > now:
-                for ev in self._drain(min(0.05, when - now)):
+            if when > vt(time.monotonic()):
+                wait = 0.01 if not speed else min(0.05, max(0.001, (when - vt(time.monotonic())) / speed))
+                events = self._drain(wait)
+                if events:
+                    quiet_since = time.monotonic()
+                for ev in events:
                     if ev[0] == "bound":
+                        self.vbound[ev[1]] = vt(ev[2])
                         plan = self.by_pod.get(ev[1])
                         dur = self.arrivals[plan.arrival].duration if plan else None
                         if dur is not None:
                             seq += 1
-                            heapq.heappush(heap, (ev[2] + dur / speed, 0, seq, ev[1]))
-                if time.monotonic() >= next_sample:
-                    self._sample(res, (time.monotonic() - start) * speed)
-                    next_sample += max(0.2, self.opts.duration_s / 300)
+                            heapq.heappush(heap, (self.vbound[ev[1]] + dur, 0, seq, ev[1]))
+                # quiet: jump; after a departure, pods waiting for capacity get a moment (kube-scheduler's
+                # backoff) to be bound at this virtual time rather than at the next event's
+                grace = self.opts.pending_grace_s if self.observer.pending() else 0.05
+                if not self.undecided and self.inflight == 0 and time.monotonic() - quiet_since > grace:
+                    clock[:] = [when, time.monotonic()]
+                now_v = vt(time.monotonic())
+                if now_v - last_sample >= 60 or last_sample < 0:
+                    self._sample(res, now_v)
+                    last_sample = now_v
                 continue
             heapq.heappop(heap)
+            self._inflight(+1)
             if kind == 0:
                 self.pool.submit(self._delete, payload)
             else:
                 arrived += 1
+                self._inflight(-1)  # _submit counts its own pods
+                for p in self.plans[payload]:
+                    self.vcreated[p.name] = when
                 self._submit(self.plans[payload])
                 res.gangs = arrived
                 if self.progress and arrived % 20 == 0:
                     self.progress(arrived, len(self.plans))
+            quiet_since = time.monotonic()
             # stop once every arrival is in and only departures of still-running pods remain
             if arrived == len(self.arrivals) and all(k == 0 for _, k, _, _ in heap):
                 break
         self._settle()
-        self._sample(res, (time.monotonic() - start) * speed)
+        for name, seen in list(self.observer.pods.items()):  # binds seen while settling
+            if seen.bound_at is not None and name not in self.vbound:
+                self.vbound[name] = vt(seen.bound_at)
+        self._sample(res, vt(time.monotonic()))
+
+    def _inflight(self, delta: int) -> None:
+        with self._lock:
+            self.inflight += delta
 
     def _drain(self, timeout: float) -> list[tuple]:
         """Events from the watch since the last call (waits up to `timeout` for the first)."""
@@ -461,8 +504,9 @@ class ScenarioRun:
                 res.placed += 1
                 res.departed += all(s.deleted for s in bound)
                 if self.timed:
-                    wait = max(s.bound_at for s in bound) - min(self.created[p.name] for p in plans)
-                    res.waits_s.append(max(0.0, wait) * (res.speedup or 1.0))
+                    wait = (max(self.vbound.get(p.name, self.vcreated[p.name]) for p in plans)
+                            - min(self.vcreated[p.name] for p in plans))
+                    res.waits_s.append(max(0.0, wait))
                 if len(plans) > 1:
                     multi += 1
                     for lv, key in self.level_labels:

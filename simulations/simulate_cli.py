@@ -30,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                        "plane with KWOK nodes and the real kube-scheduler")
     k.add_argument("--schedulers", default="clique,stock", help="clique (clique-scheduler + extender) and/or stock "
                                                                 "(default-scheduler)")
-    k.add_argument("--speedup", type=float, help="timed workloads: trace seconds per real second (default: fit the "
-                                                 "arrivals into --duration)")
-    k.add_argument("--duration", type=float, default=300.0, help="timed workloads: real seconds for the arrivals")
+    k.add_argument("--speedup", type=float, help="timed workloads: trace seconds per real second; whenever the "
+                                                 "cluster is quiet the clock jumps to the next event anyway "
+                                                 "(default: jumps only, event by event)")
     k.add_argument("--window", type=int, default=64, help="fill workloads: pods created but not yet bound or "
                                                            "rejected, at most")
     k.add_argument("--after-failure", type=int, default=0, help="fill workloads: pods still created after the "
@@ -153,7 +153,7 @@ def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> 
     if bad or not schedulers:
         print(f"clique simulate --kwok: unknown schedulers {bad}; choose from {sorted(OFFLINE_TWIN)}", file=sys.stderr)
         return 2
-    opts = ScenarioOptions(schedulers=schedulers, speedup=args.speedup, duration_s=args.duration,
+    opts = ScenarioOptions(schedulers=schedulers, speedup=args.speedup,
                            window=args.window, after_failure=args.after_failure)
     total = sum(h.gpus for h in base.hosts.values())
     print(f"[kwok] {len(base.hosts)} hosts, {total} GPUs; {len(arrivals)} gangs from {args.workload} "

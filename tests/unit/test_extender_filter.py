@@ -1,0 +1,52 @@
+"""The extender's filter path in-process (ClusterState fed directly, no API server): the candidate nodes
+kube-scheduler passes are honoured for every gang, also when the same list comes again (it is cached)."""
+
+from __future__ import annotations
+
+from scheduler.extender.service import Extender
+from scheduler.extender.state import ClusterState
+from simulations.controlplane.kwok_nodes import node_manifest
+from topology.levels import preset
+from topology.spec import parse_cluster_spec
+
+
+def _pod(gang: str, i: int, size: int) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{gang}-{i}", "namespace": "default", "uid": f"{gang}-{i}",
+                         "annotations": {"clique.dev/gang": gang, "clique.dev/gang-size": str(size)}},
+            "spec": {"schedulerName": "clique-scheduler",
+                     "containers": [{"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}
+
+
+def _extender(hosts: int) -> tuple[Extender, list[str]]:
+    spec = parse_cluster_spec({"name": "u", "pools": [{"name": "u", "hosts": hosts, "gpus": 8}],
+                               "levels": [{"name": "leaf", "label": "clique.dev/leaf", "hostsPerDomain": 4}]})
+    state = ClusterState(preset("generic"))
+    state._set_nodes([node_manifest(h, ready=True) for h in spec.hosts()])
+    ext = Extender(state, None)
+    ext._event = lambda *a, **k: None  # Events need the API; not what this test is about
+    return ext, [h.name for h in spec.hosts()]
+
+
+def test_filter_plans_only_on_the_nodes_kube_scheduler_passed_even_when_a_list_repeats():
+    ext, names = _extender(8)
+    pods = {g: [_pod(g, i, 2) for i in range(2)] for g in ("a", "b", "c")}
+    ext.state._set_pods([p for ps in pods.values() for p in ps])
+
+    first = ext._filter(pods["a"][0], list(names)).to_json()["NodeNames"]
+    assert len(first) == 1 and first[0] in names
+    narrowed = [n for n in names if n not in (names[0], names[1], names[2], names[3])]
+    for p in pods["b"]:  # a narrower list right after a full one: must not reuse the full list's answer
+        host = ext._filter(p, narrowed).to_json()["NodeNames"]
+        assert host and host[0] in narrowed, (host, narrowed)
+    again = ext._filter(pods["c"][0], list(names)).to_json()["NodeNames"]
+    assert again and again[0] in names
+
+
+def test_filter_rejects_every_node_with_the_reason_when_the_passed_nodes_cannot_hold_the_gang():
+    ext, names = _extender(4)
+    pods = [_pod("big", i, 3) for i in range(3)]
+    ext.state._set_pods(pods)
+    res = ext._filter(pods[0], names[:2]).to_json()
+    assert not res.get("NodeNames") and set(res["FailedNodes"]) == set(names[:2])
+    assert all("big" in reason for reason in res["FailedNodes"].values())

@@ -310,7 +310,7 @@ class ScenarioRun:
         self.arrivals, self.timed = arrivals, timed
         self.capacity, self.total = capacity, max(1, sum(capacity.values()))
         self.labels, self.level_labels, self.opts, self.progress = labels, level_labels, opts, progress
-        self.scenario = f"{namespace}"
+        self.scenario = namespace
         names = dict(level_labels)
         self.plans = [gang_pods(i, a.gang, SCHEDULER_NAME[scheduler], self.scenario, names)
                       for i, a in enumerate(arrivals)]

@@ -32,6 +32,7 @@ class KwokReplayResult:
     scale_patches: int = 0  # changes of the StatefulSets' replicas seen on the API server
     max_pending_gangs: int = 0  # replicas asked for but not (yet) bound, at most
     pending_gang_s: float = 0.0  # trace seconds x gangs asked for and not bound
+    longest_pending_s: float = 0.0  # longest stretch of trace time with some gang asked for and not bound
     wall_s: float = 0.0
     hosts: int = 0
 
@@ -39,6 +40,7 @@ class KwokReplayResult:
         out = self.replay.summary()
         out.update({"policy": "clique (API server)", "scale_events": self.scale_patches, "speedup": self.speedup,
                     "max_pending_gangs": self.max_pending_gangs, "pending_gang_s": round(self.pending_gang_s, 1),
+                    "longest_pending_s": round(self.longest_pending_s, 1),
                     "wall_s": round(self.wall_s, 1), "hosts": self.hosts})
         return out
 
@@ -137,7 +139,7 @@ def run_kwok_replay(requests: Sequence[Request], cfg: ModelConfig, speedup: floa
                 f"(~{(requests[-1].time + 600) / speedup / 60:.1f} min)")
             out = KwokReplayResult(ReplayResult("clique (API server)"), speedup, hosts=hosts)
             t0 = time.monotonic()
-            last = {"now": 0.0}
+            last: dict[str, Any] = {"now": 0.0, "since": None}
             arrived: list[tuple[float, float]] = []  # (trace time, prompt tokens) per observation
 
             def policy(s: Signals) -> tuple[int, int]:
@@ -156,6 +158,12 @@ def run_kwok_replay(requests: Sequence[Request], cfg: ModelConfig, speedup: floa
                 pending = sum(max(0, asked - bound) for asked, bound in seen.values())
                 out.max_pending_gangs = max(out.max_pending_gangs, pending)
                 out.pending_gang_s += pending * (s.now - last["now"])
+                if pending:  # began after the previous observation at the earliest: counted from there
+                    if last["since"] is None:
+                        last["since"] = last["now"]
+                    out.longest_pending_s = max(out.longest_pending_s, s.now - last["since"])
+                else:
+                    last["since"] = None
                 last["now"] = s.now
                 return seen["prefill"][1], seen["decode"][1]
 

@@ -238,7 +238,8 @@ def cmd_replay_kwok(args: argparse.Namespace, requests, cfg, offline) -> int:
     print(replay_table([ours, real.replay, oracle]))
     s = real.summary()
     print(f"API server: {s['scale_events']} scale patches, at most {s['max_pending_gangs']} gang(s) asked for and "
-          f"not bound ({s['pending_gang_s']} gang-seconds), {s['wall_s']:.0f}s at {s['speedup']:g}x")
+          f"not bound ({s['pending_gang_s']} gang-seconds, longest {s['longest_pending_s']} s of trace time), "
+          f"{s['wall_s']:.0f}s at {s['speedup']:g}x")
     args.output.mkdir(parents=True, exist_ok=True)
     out = {"simulation": "autoscaling-kwok", "trace": args.trace, "requests": len(requests), "config": cfg.__dict__,
            "attribution": ATTRIBUTION["azure"] if "azure" in str(args.trace) else "",

@@ -78,4 +78,6 @@ def test_replay_on_the_control_plane_runs_the_real_autoscaler_and_reports_it_bes
     assert real["requests"] == 600, "every request was served by replicas the cluster bound"
     assert real["scale_events"] >= 1, "the autoscaler patched the StatefulSets"
     assert 0 < real["ttft_slo_attainment"] <= 1 and real["gpu_hours"] > 0
-    assert real["max_pending_gangs"] <= 4, "48 hosts hold every replica the policies allow; pending is transient"
+    # 48 hosts hold every replica the policies allow: a gang asked for is bound within seconds of real time
+    # (x30 in trace time), never left waiting for capacity
+    assert real["longest_pending_s"] <= 300, real

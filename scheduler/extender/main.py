@@ -31,8 +31,8 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     state = ClusterState(levels)
     extender = Extender(state, api, bind_timeout_s=bind_timeout_s, scheduler_name=scheduler_name)
     watches = asyncio.create_task(state.run(api))
-    # Latency: each filter call allocates a few thousand strings (the node names); collect the youngest
-    # generation less often, and keep long-lived objects (the synced nodes and pods) out of every collection.
+    # Latency: collect the youngest generation less often (every request's JSON allocates lists and dicts), and
+    # keep long-lived objects (the synced nodes and pods) out of every collection once the watches have synced.
     gc.set_threshold(50_000, 20, 20)
 
     async def freeze_when_synced() -> None:

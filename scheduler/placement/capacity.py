@@ -49,7 +49,8 @@ class _Rows(Mapping):
         return int(self._arr[i]) if self._scalar else tuple(int(x) for x in self._arr[i])
 
     def many(self, hosts: Sequence[str]) -> dict:
-        """{host: value} for these hosts (all candidates) in one array read."""
+        """{host: value} for these hosts in one array read. The caller passes candidates only (hosts of the
+        candidate domains); unlike `self[host]` this does not check."""
         row = self._topo.host_row
         vals = self._arr[[row[h] for h in hosts]].tolist()
         return dict(zip(hosts, vals)) if self._scalar else {h: tuple(v) for h, v in zip(hosts, vals)}

@@ -35,6 +35,7 @@ log = logging.getLogger("clique.extender")
 MAX_BODY = 16 * 2**20
 # In the reason of a gang whose pods do not all exist yet: a wait, not a lack of capacity (tools tell them apart).
 GANG_INCOMPLETE = "waits for its pods"
+GANG_CATCH_UP_S = 0.2  # how long filter waits for the watch to deliver a gang's other pods
 
 
 @dataclass
@@ -151,6 +152,14 @@ class Extender:
             self._event(args.pod, "GangSizeUnknown", problem)
             return FilterResult([], {n: problem for n in args.node_names}).to_json()
         result = self._filter(args.pod, args.node_names, sizes, topology)
+        # A gang that looks incomplete may only be ahead of our watch (kube-scheduler saw its pods first): give
+        # the watch a moment. Still incomplete, it is an Error, not FailedNodes: kube-scheduler then retries
+        # the pod after its backoff (1-10 s); rejected nodes would park it among the unschedulable pods until
+        # some unrelated cluster event (a gated last member never sends one).
+        deadline = time.monotonic() + GANG_CATCH_UP_S
+        while result.error and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            result = self._filter(args.pod, args.node_names, sizes, topology)
         return result.to_json()
 
     async def _gang_object(self, pod: dict) -> tuple[dict[str, int], dict[str, str], str]:
@@ -187,6 +196,9 @@ class Extender:
         key = _pod_key(pod)
         gang = recognize(pod, sizes, topology)
         host, reason = self._host_for(pod, key, gang, nodes)
+        if host is None and GANG_INCOMPLETE in reason:
+            self.metrics.reasons.labels("gang_incomplete").inc()
+            return FilterResult([], error=reason)
         if host is None:
             self.metrics.reasons.labels("unschedulable").inc()
             return FilterResult([], {n: reason for n in nodes})

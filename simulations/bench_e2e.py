@@ -64,25 +64,16 @@ def run(nodes: int, timeout_s: float, say=print) -> list[dict]:
             gangs = max(1, nodes // (2 * GANG))
             for mode, scheduler in (("stock", "default-scheduler"), ("clique", "clique-scheduler"),
                                     ("kube-workload", "default-scheduler")):
-                rows.append(_phase(core, custom, mode, scheduler, gangs, nodes, domain, timeout_s, say))
+                rows.append(_phase(cp, core, custom, mode, scheduler, gangs, nodes, domain, timeout_s, say))
         finally:
             stop_extender(ext)
             api.close()
     return rows
 
 
-def _phase(core, custom, mode: str, scheduler: str, gangs: int, nodes: int, domain: dict, timeout_s: float, say) -> dict:
+def _phase(cp, core, custom, mode: str, scheduler: str, gangs: int, nodes: int, domain: dict, timeout_s: float, say) -> dict:
     ns = f"bench-{mode}"
-    core.create_namespace({"metadata": {"name": ns}})
-    deadline = time.monotonic() + 60
-    while True:  # the controller-manager creates the namespace's default ServiceAccount
-        try:
-            core.read_namespaced_service_account("default", ns)
-            break
-        except client_exc() as exc:
-            if exc.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    cp.create_namespace(ns)
     if mode == "kube-workload":
         for g in range(gangs):
             custom.create_namespaced_custom_object("scheduling.k8s.io", "v1beta1", ns, "podgroups", {
@@ -121,12 +112,6 @@ def _phase(core, custom, mode: str, scheduler: str, gangs: int, nodes: int, doma
     while core.list_namespaced_pod(ns, resource_version="0").items and time.monotonic() < end:
         time.sleep(0.3)
     return row
-
-
-def client_exc():
-    from kubernetes.client.exceptions import ApiException
-
-    return ApiException
 
 
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:

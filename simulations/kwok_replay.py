@@ -114,7 +114,7 @@ def run_kwok_replay(requests: Sequence[Request], cfg: ModelConfig, speedup: floa
             create_nodes(api, spec.hosts(), workers=16)
             ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log", levels=[LEAF])
             cp.start_scheduler(clique_scheduler_config(port), name="clique-scheduler")
-            core.create_namespace({"metadata": {"name": NAMESPACE}})
+            cp.create_namespace(NAMESPACE)
             docs = clique_policy_docs(cfg, exporter.url, speedup)
             for name, pods, pref in (("prefill", cfg.prefill_pods, None), ("decode", cfg.decode_pods, "leaf")):
                 apps.create_namespaced_stateful_set(NAMESPACE, statefulset(name, pods, cfg.min_replicas,

@@ -128,7 +128,6 @@ class PodSeen:
 class FirstFailure:
     pod: str
     reason: str
-    at: float
     bound_gpus: int
     used_per_node: dict[str, int]
 
@@ -238,8 +237,7 @@ class PodObserver:
                 if cond and GANG_INCOMPLETE not in (cond.get("message") or ""):
                     seen.failed_reason = f"{cond.get('reason')}: {cond.get('message', '')}"[:300]
                     if self.first_failure is None:
-                        self.first_failure = FirstFailure(name, seen.failed_reason, now, self.bound_gpus,
-                                                          dict(self.used))
+                        self.first_failure = FirstFailure(name, seen.failed_reason, self.bound_gpus, dict(self.used))
                     self.events.put(("failed", name, now))
 
 
@@ -268,10 +266,8 @@ class KwokResult:
     watch_errors: int = 0
 
     def summary(self) -> dict:
-        def pct(xs: list[float], q: float) -> float:
-            return round(sorted(xs)[min(len(xs) - 1, int(q * len(xs)))], 3) if xs else 0.0
+        from simulations.placement_sim import _r as r, pct
 
-        r = lambda v: None if v is None else round(v, 4)  # noqa: E731
         return {"scheduler": self.scheduler, "policy": self.scheduler, "offline_twin": OFFLINE_TWIN[self.scheduler],
                 "gangs": self.gangs, "pods": self.pods, "placed": self.placed, "partial_gangs": self.partial_gangs,
                 "failed": self.failed, "departed": self.departed, "first_failure_at": self.first_failure_index,
@@ -372,9 +368,6 @@ class ScenarioRun:
         self._measure(res)
         return res
 
-    def _undecided(self) -> int:
-        return len(self.undecided)
-
     def _fill(self, res: KwokResult) -> None:
         obs, after = self.observer, None
         for i, plans in enumerate(self.plans):
@@ -382,7 +375,7 @@ class ScenarioRun:
                 after = (after or 0) + len(plans)
                 if after > self.opts.after_failure:
                     break
-            while self._undecided() + len(plans) > max(self.opts.window, len(plans)):
+            while len(self.undecided) + len(plans) > max(self.opts.window, len(plans)):
                 self._drain(0.02)
             self._submit(plans)
             res.gangs = i + 1
@@ -424,8 +417,9 @@ class ScenarioRun:
                             heapq.heappush(heap, (self.vbound[ev[1]] + dur, 0, seq, ev[1]))
                 # quiet: jump; after a departure, pods waiting for capacity get a moment (kube-scheduler's
                 # backoff) to be bound at this virtual time rather than at the next event's
-                grace = self.opts.pending_grace_s if self.observer.pending() else 0.05
-                if not self.undecided and self.inflight == 0 and time.monotonic() - quiet_since > grace:
+                quiet = time.monotonic() - quiet_since
+                if (not self.undecided and self.inflight == 0 and quiet > 0.05
+                        and (quiet > self.opts.pending_grace_s or not self.observer.pending())):
                     clock[:] = [when, time.monotonic()]
                 now_v = vt(time.monotonic())
                 if now_v - last_sample >= 60 or last_sample < 0:
@@ -433,12 +427,11 @@ class ScenarioRun:
                     last_sample = now_v
                 continue
             heapq.heappop(heap)
-            self._inflight(+1)
             if kind == 0:
+                self._inflight(+1)
                 self.pool.submit(self._delete, payload)
             else:
                 arrived += 1
-                self._inflight(-1)  # _submit counts its own pods
                 for p in self.plans[payload]:
                     self.vcreated[p.name] = when
                 self._submit(self.plans[payload])
@@ -479,7 +472,7 @@ class ScenarioRun:
         deadline = time.monotonic() + self.opts.settle_s
         self.pool.shutdown(wait=True)
         quiet_since = time.monotonic()
-        while self._undecided() and time.monotonic() < deadline and time.monotonic() - quiet_since < 5:
+        while self.undecided and time.monotonic() < deadline and time.monotonic() - quiet_since < 5:
             if self._drain(0.1):
                 quiet_since = time.monotonic()
         self._drain(0.5)  # let the watch deliver what is already on its way
@@ -532,20 +525,6 @@ class ScenarioRun:
                                     if 0 < (free := cap - ff.used_per_node.get(n, 0)) < need)
 
 
-def _wait_service_account(core, ns: str) -> None:
-    from kubernetes.client.exceptions import ApiException
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            core.read_namespaced_service_account("default", ns)
-            return
-        except ApiException as exc:
-            if exc.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def _empty_namespace(core, ns: str, timeout_s: float = 180) -> None:
     core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
     deadline = time.monotonic() + timeout_s
@@ -586,8 +565,7 @@ def run_scenario(base: Snapshot, arrivals: Sequence[Arrival], timed: bool, opts:
                 cp.start_scheduler(clique_scheduler_config(port), name="clique-scheduler")
             for sched in opts.schedulers:
                 ns = f"scenario-{sched}"
-                core.create_namespace({"metadata": {"name": ns}})
-                _wait_service_account(core, ns)
+                cp.create_namespace(ns)
                 run = ScenarioRun(api, ns, sched, arrivals, timed, capacity, labels, level_labels, opts,
                                   (lambda d, n, s=sched: progress(f"kwok {s}", d, n)) if progress else None)
                 res = run.run()

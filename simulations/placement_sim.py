@@ -39,9 +39,6 @@ class SimResult:
     timeline: list[tuple[float, float]] = field(default_factory=list)  # (time or arrival index, allocated share)
 
     def summary(self) -> dict:
-        def pct(xs: list[float], q: float) -> float:
-            return round(sorted(xs)[min(len(xs) - 1, int(q * len(xs)))], 3) if xs else 0.0
-
         return {"policy": self.policy, "gangs": self.gangs, "placed": self.placed, "failed": self.failed,
                 "partial_gangs": self.partial_gangs, "gpus_held_by_partial_gangs": self.gpus_held_by_partial,
                 "first_failure_at": self.first_failure_index,
@@ -52,6 +49,11 @@ class SimResult:
                 "p99_solve_ms": pct(self.solve_ms, 0.99), "mean_solve_ms": _r(sum(self.solve_ms) / max(1, len(self.solve_ms))),
                 "mean_wait_s": _r(sum(self.waits_s) / len(self.waits_s)) if self.waits_s else 0.0,
                 "p99_wait_s": pct(self.waits_s, 0.99), "waited": sum(1 for w in self.waits_s if w > 0)}
+
+
+def pct(xs: list[float], q: float) -> float:
+    """The q-quantile of xs (nearest rank), 0 for none."""
+    return round(sorted(xs)[min(len(xs) - 1, int(q * len(xs)))], 3) if xs else 0.0
 
 
 def _r(v: float | None) -> float | None:

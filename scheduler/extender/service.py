@@ -160,6 +160,8 @@ class Extender:
         while result.error and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
             result = self._filter(args.pod, args.node_names, sizes, topology)
+        if result.error:  # told only once the watch had its chance: no Event for a gang planned 20 ms later
+            self._event(args.pod, "GangWaiting", result.error)
         return result.to_json()
 
     async def _gang_object(self, pod: dict) -> tuple[dict[str, int], dict[str, str], str]:
@@ -232,9 +234,7 @@ class Extender:
         members = self.state.gang_members(gang.key) if gang.source != "single" else [pod]
         pending = [m for m in members if not (m.get("spec") or {}).get("nodeName")]
         if gang.source != "single" and len(members) < gang.size:
-            reason = f"gang {gang.name} {GANG_INCOMPLETE}: {len(members)} of {gang.size} exist"
-            self._event(pod, "GangWaiting", reason)
-            return None, reason
+            return None, f"gang {gang.name} {GANG_INCOMPLETE}: {len(members)} of {gang.size} exist"
         roles: dict[str, tuple[int, int, int, int]] = {}
         counts: dict[str, int] = {}
         for m in pending if gang.source != "single" else [pod]:

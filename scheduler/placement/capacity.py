@@ -152,13 +152,6 @@ class DomainTotals:
                 and self.pods >= gang.pod_count)
 
 
-def totals_of(snapshot: Snapshot, cap: GangCapacity, rows: np.ndarray) -> DomainTotals:
-    """Totals of one set of candidate rows (e.g. the whole cluster)."""
-    un = snapshot.untouched_vector
-    return DomainTotals([int(x) for x in cap.slot_matrix[rows].sum(axis=0)], int(cap.free_matrix[rows, 0].sum()),
-                        int(cap.pods_vec[rows].sum()), rows, int(un[rows].sum()), snapshot.topology)
-
-
 @dataclass
 class LevelTotals:
     """Domains of one level as arrays, in key order (the topology numbers domains so). A DomainTotals object is
@@ -197,14 +190,15 @@ def domain_totals(snapshot: Snapshot, gang: Gang, cap: GangCapacity, candidates_
 def level_totals(snapshot: Snapshot, gang: Gang, cap: GangCapacity, lv: int, candidates_only: bool = False
                  ) -> LevelTotals:
     """Totals per domain at one level, vectorised: candidate rows grouped by domain code, sums by reduceat.
-    With `candidates_only`, only domains that may hold the whole gang (checked on the arrays) are kept."""
+    Level -1 is the whole cluster as one domain (key ()). With `candidates_only`, only domains that may hold
+    the whole gang (checked on the arrays) are kept."""
     topo = snapshot.topology
     rows = cap.rows
     if len(rows) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return LevelTotals([], np.zeros((0, len(gang.roles)), np.int64), empty, empty, empty, empty, empty,
                            np.zeros(1, np.int64), topo)
-    codes = topo.level_codes[lv][rows]
+    codes = topo.level_codes[lv][rows] if lv >= 0 else np.zeros(len(rows), dtype=np.int64)
     order = np.argsort(codes, kind="stable")  # stable: rows stay ascending inside each domain
     sorted_codes = codes[order]
     starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_codes)) + 1))
@@ -224,7 +218,7 @@ def level_totals(snapshot: Snapshot, gang: Gang, cap: GangCapacity, lv: int, can
             rows_sorted = rows_sorted[member]
             dom_codes, counts = dom_codes[keep], counts[keep]
             slot_sums, gpu_sums, pod_sums, un_sums = slot_sums[keep], gpu_sums[keep], pod_sums[keep], un_sums[keep]
-    keys = topo.level_domains[lv]
+    keys = topo.level_domains[lv] if lv >= 0 else [()]
     bounds = np.concatenate(([0], np.cumsum(counts)))
     return LevelTotals([keys[c] for c in dom_codes.tolist()], slot_sums, gpu_sums, pod_sums, un_sums, counts,
                        rows_sorted, bounds, topo)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.placement.capacity import (DomainTotals, GangCapacity, LevelTotals, cost_vector, domain_totals,
-                                          gang_capacity, level_totals, lower_bound, totals_of)
+from scheduler.placement.capacity import (GangCapacity, LevelTotals, cost_vector, domain_totals, gang_capacity,
+                                          level_totals, lower_bound)
 from scheduler.placement.exact import solve_exact
 from scheduler.placement.greedy import greedy_fill
 from scheduler.placement.types import Assignment, Gang, Plan, PlanStatus, Proof, Snapshot
@@ -75,12 +75,8 @@ class CliqueEngine:
         # Levels are totalled one at a time, innermost first: most gangs never need the outer ones.
         timed_out = False
         for level in range(len(topo.levels) - 1, req_level - 1, -1):
-            if level >= 0:
-                # in key order, and only domains that may hold the gang
-                cands = level_totals(snapshot, gang, cap, level, candidates_only=True)
-            else:
-                everything = totals_of(snapshot, cap, cap.rows)
-                cands = _one_domain(everything, len(gang.roles)) if everything.may_hold(gang) else None
+            # in key order, and only domains that may hold the gang (level -1: the whole cluster)
+            cands = level_totals(snapshot, gang, cap, level, candidates_only=True)
             if not cands:
                 continue
             plan, proven_empty = self._search(snapshot, gang, cap, level, cands, affinity)
@@ -194,14 +190,6 @@ class CliqueEngine:
             snapshot = snapshot.apply(gang, plan)
             count += 1
         return count
-
-
-def _one_domain(t: DomainTotals, roles: int) -> LevelTotals:
-    """The whole cluster as the single candidate of the level above the outermost one."""
-    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
-    rows = t.rows if t.rows is not None else np.zeros(0, np.int64)
-    return LevelTotals([()], np.array([t.slots], dtype=np.int64).reshape(1, roles), one(t.gpus), one(t.pods),
-                       one(t.untouched), one(len(rows)), rows, np.array([0, len(rows)], dtype=np.int64), t.topo)
 
 
 def _affinity_misses(snapshot: Snapshot, assignments: list[Assignment], affinity: tuple[int, set] | None) -> int:

@@ -247,7 +247,18 @@ class ControlPlane:
         finally:
             api.close()
 
-    def _wait_default_service_account(self) -> None:
+    def create_namespace(self, name: str) -> None:
+        """A namespace that pods can be created in (its `default` ServiceAccount exists)."""
+        from kubernetes import client
+
+        api = self.api_client()
+        try:
+            client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+        finally:
+            api.close()
+        self._wait_default_service_account(name)
+
+    def _wait_default_service_account(self, namespace: str = "default") -> None:
         """Pods are rejected until the controller-manager has made the namespace's `default` ServiceAccount."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
@@ -258,7 +269,7 @@ class ControlPlane:
             deadline = time.monotonic() + self.options.ready_timeout_s
             while True:
                 try:
-                    core.read_namespaced_service_account("default", "default")
+                    core.read_namespaced_service_account("default", namespace)
                     return
                 except ApiException as exc:
                     if exc.status != 404 or time.monotonic() > deadline:

@@ -36,14 +36,9 @@ class DaemonOptions:
 
 
 async def run(opts: DaemonOptions, stop: asyncio.Event | None = None) -> None:
-    from kubernetes_asyncio import config
-    from kubernetes_asyncio.client import ApiClient
+    from clique.kubeclient import api_client
 
-    if opts.kubeconfig:
-        api = await config.new_client_from_config(config_file=opts.kubeconfig)
-    else:
-        config.load_incluster_config()
-        api = ApiClient()
+    api = await api_client(opts.kubeconfig)  # KubeConfigError: the CLI says what to pass
     state = None
     tasks: list[asyncio.Task] = []
     if opts.capacity:

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("scheduler", help="the scheduler extender service")
     ssub = s.add_subparsers(dest="scheduler_command", metavar="ACTION", required=True)
     e = ssub.add_parser("extender", help="serve the kube-scheduler extender (filter / prioritize / bind)")
-    e.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster service account)")
+    e.add_argument("--kubeconfig", help="kubeconfig path (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
     e.add_argument("--listen", default="127.0.0.1:8888", help="host:port to serve on")
     how = e.add_mutually_exclusive_group()
     how.add_argument("--preset", default="generic-nvlink", help="topology level preset (see `clique topology show`)")
@@ -41,8 +41,14 @@ def cmd_extender(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"clique: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(args.kubeconfig, host or "127.0.0.1", port_n, levels, args.bind_timeout, args.scheduler_name,
-                      metrics))
+    from clique.kubeclient import KubeConfigError
+
+    try:
+        asyncio.run(serve(args.kubeconfig, host or "127.0.0.1", port_n, levels, args.bind_timeout,
+                          args.scheduler_name, metrics))
+    except KubeConfigError as exc:
+        print(f"clique scheduler extender: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -14,6 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("simulate", help="offline placement simulator: every policy on the same workload")
     s.add_argument("--cluster", default="openb", help="'openb' (the openb node list with a generated topology) or "
                                                       "a cluster spec YAML")
+    s.add_argument("--nodes", metavar="CSV", help="with --cluster openb: another openb-format node list (columns "
+                                                  "sn,cpu_milli,memory_mib,gpu,model) instead of the bundled one; "
+                                                  "the same generated topology (--hosts-per-*) applies")
     s.add_argument("--workload", default="openb-multigpu50",
                    help="openb-multigpu50 (fill until failure), openb-default (arrivals and departures), "
                         "dynamo (synthetic Dynamo mix), or a path to an openb-format pod CSV")
@@ -78,11 +81,31 @@ class Progress:
             print(line, file=sys.stderr, flush=True)
 
 
+def labels(args: argparse.Namespace) -> tuple[str, str]:
+    """(workload, cluster) as names for output files and titles: short names, or the stems of the files given."""
+    from simulations.workloads import source_label
+
+    if args.cluster == "openb":
+        cluster = "openb" if args.nodes is None else source_label(args.nodes)
+    else:
+        cluster = source_label(args.cluster)
+    return source_label(args.workload), cluster
+
+
+def data_source(args: argparse.Namespace) -> str | None:
+    """'openb' when the run uses the openb trace (the bundled node list, or pod / node files named like it)."""
+    return "openb" if any(x.lower().startswith("openb") for x in labels(args)) else None
+
+
 def simulation_inputs(args: argparse.Namespace):
     from simulations.workloads import Overlay, data_file, dynamo_mix, openb_cluster, openb_pods
 
+    if args.nodes is not None and args.cluster != "openb":
+        raise ValueError(f"--nodes is an openb-format node list for --cluster openb; --cluster {args.cluster} "
+                         f"already says which nodes there are")
     if args.cluster == "openb":
-        base = openb_cluster(overlay=Overlay(args.hosts_per_nvlink, args.hosts_per_leaf, args.leaves_per_spine))
+        base = openb_cluster(data_file(args.nodes or "openb-nodes"),
+                             overlay=Overlay(args.hosts_per_nvlink, args.hosts_per_leaf, args.leaves_per_spine))
     else:
         from scheduler.placement.snapshots import snapshot_from_spec
         from topology.spec import load_cluster_spec
@@ -117,6 +140,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             return 2
         policies = [p for p in policies if p.name in want]
     total = sum(h.gpus for h in base.hosts.values())
+    workload, cluster = labels(args)
     print(f"[simulate] {len(base.hosts)} hosts, {total} GPUs; {len(arrivals)} gangs from {args.workload} "
           f"({'arrivals and departures' if timed else 'fill until failure, file order'}); "
           f"{len(policies)} policies", file=sys.stderr, flush=True)
@@ -125,15 +149,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     text = table(results, timed)
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)
-    title = f"{args.workload} on {args.cluster} ({len(base.hosts)} hosts, {total} GPUs)"
-    pngs = plots(results, timed, str(args.output / f"placement-{args.workload}"), title)
-    src = "openb" if "openb" in (args.workload + args.cluster) else None
-    out = {"simulation": "placement", "workload": args.workload, "cluster": args.cluster, "hosts": len(base.hosts),
-           "gpus": total, "mode": "timed" if timed else "fill", "seed": args.seed,
+    title = f"{workload} on {cluster} ({len(base.hosts)} hosts, {total} GPUs)"
+    pngs = plots(results, timed, str(args.output / f"placement-{workload}"), title)
+    src = data_source(args)
+    out = {"simulation": "placement", "workload": args.workload, "cluster": args.cluster, "nodes": args.nodes,
+           "hosts": len(base.hosts), "gpus": total, "mode": "timed" if timed else "fill", "seed": args.seed,
            "notes": ("openb fractional GPUs count as one whole GPU; gpu_spec is ignored" if src else ""),
            "attribution": ATTRIBUTION.get(src, "") if src else "",
            "results": [r.summary() for r in results]}
-    (args.output / f"placement-{args.workload}.json").write_text(json.dumps(out, indent=1))
+    (args.output / f"placement-{workload}.json").write_text(json.dumps(out, indent=1))
     print(f"[simulate] {time.monotonic() - t0:.1f}s; plots: {', '.join(str(p) for p in pngs)}", file=sys.stderr)
     if out["attribution"]:
         print(f"[simulate] data: {out['attribution']}; {out['notes']}", file=sys.stderr)
@@ -156,6 +180,7 @@ def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> 
     opts = ScenarioOptions(schedulers=schedulers, speedup=args.speedup,
                            window=args.window, after_failure=args.after_failure)
     total = sum(h.gpus for h in base.hosts.values())
+    workload, cluster = labels(args)
     print(f"[kwok] {len(base.hosts)} hosts, {total} GPUs; {len(arrivals)} gangs from {args.workload} "
           f"({'timed, compressed' if timed else 'fill until the first rejection, file order'}); "
           f"schedulers {', '.join(schedulers)}", file=sys.stderr, flush=True)
@@ -171,18 +196,25 @@ def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> 
     offline_summary = {k: v.summary() for k, v in offline.items()}
     print(kwok_table(results, offline_summary, timed))
     args.output.mkdir(parents=True, exist_ok=True)
-    png = kwok_plot(results, offline, timed, args.output / f"kwok-{args.workload}.png",
-                    f"{args.workload} on {args.cluster}: API server vs offline")
-    src = "openb" if "openb" in (args.workload + args.cluster) else None
-    out = {"simulation": "kwok-placement", "workload": args.workload, "cluster": args.cluster,
+    png = kwok_plot(results, offline, timed, args.output / f"kwok-{workload}.png",
+                    f"{workload} on {cluster}: API server vs offline")
+    src = data_source(args)
+    out = {"simulation": "kwok-placement", "workload": args.workload, "cluster": args.cluster, "nodes": args.nodes,
            "hosts": len(base.hosts), "gpus": total, "mode": "timed" if timed else "fill",
            "attribution": ATTRIBUTION.get(src, "") if src else "",
            "results": [r.summary() for r in results], "offline": list(offline_summary.values())}
-    (args.output / f"kwok-{args.workload}.json").write_text(json.dumps(out, indent=1))
+    (args.output / f"kwok-{workload}.json").write_text(json.dumps(out, indent=1))
     print(f"[kwok] {time.monotonic() - t0:.0f}s; plot: {png}", file=sys.stderr)
     if args.json:
         print(json.dumps(out))
     return 0
+
+
+def trace_is_azure(trace: str) -> bool:
+    """Whether the replayed trace is the Azure one (the bundled `azure-code`, or a file named like it)."""
+    from simulations.workloads import source_label
+
+    return "azure" in source_label(trace).lower()
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -215,7 +247,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     png = replay_plots(results, requests, cfg, args.output / "replay.png")
     png2 = frontier_plot(points, results, args.output / "replay-frontier.png")
     out = {"simulation": "autoscaling", "trace": args.trace, "requests": len(requests), "config": cfg.__dict__,
-           "attribution": ATTRIBUTION["azure"] if "azure" in str(args.trace) else "",
+           "attribution": ATTRIBUTION["azure"] if trace_is_azure(args.trace) else "",
            "results": [r.summary() for r in results], "frontier": [p.__dict__ for p in points], "verdict": verdict}
     (args.output / "replay.json").write_text(json.dumps(out, indent=1))
     print(f"[replay] {time.monotonic() - t0:.1f}s; plots: {png}, {png2}", file=sys.stderr)
@@ -242,7 +274,7 @@ def cmd_replay_kwok(args: argparse.Namespace, requests, cfg, offline) -> int:
           f"{s['wall_s']:.0f}s at {s['speedup']:g}x")
     args.output.mkdir(parents=True, exist_ok=True)
     out = {"simulation": "autoscaling-kwok", "trace": args.trace, "requests": len(requests), "config": cfg.__dict__,
-           "attribution": ATTRIBUTION["azure"] if "azure" in str(args.trace) else "",
+           "attribution": ATTRIBUTION["azure"] if trace_is_azure(args.trace) else "",
            "results": [s, ours.summary(), oracle.summary()]}
     (args.output / "replay-kwok.json").write_text(json.dumps(out, indent=1))
     print(f"[replay] {time.monotonic() - t0:.0f}s on the control plane", file=sys.stderr)

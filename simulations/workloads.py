@@ -1,7 +1,8 @@
-"""Clusters and workloads for the simulators, from the real public traces in ../shared/data or generated.
+"""Clusters and workloads for the simulators, from the real public traces in simulations/data or generated.
 Pure (files in, data out).
 
-Data (see ../shared/data/README.md; keep the attribution wherever results are published):
+Data (copied unchanged into simulations/data, see its README.md; keep the attribution wherever results are
+published):
     Alibaba cluster-trace-gpu-v2023 "openb" (CC BY 4.0), Weng et al., "Beware of Fragmentation: Scheduling
       GPU-Sharing Workloads with Fragmentation Gradient Descent", USENIX ATC 2023: node list and pod lists.
     Azure LLM inference trace 2023, code (CC BY 4.0), Patel et al., "Splitwise", ISCA 2024.
@@ -25,7 +26,7 @@ from scheduler.placement.types import Gang, HostState, Role, Snapshot
 from topology.levels import levels_from_labels
 from topology.model import HostInfo, Topology
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"  # travels with the package (see data/README.md)
 OPENB = DATA / "alibaba-openb-2023"
 AZURE_CODE = DATA / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv"
 MiB = 2**20
@@ -33,19 +34,33 @@ ATTRIBUTION = {
     "openb": "Alibaba cluster-trace-gpu-v2023 (openb), CC BY 4.0; Weng et al., USENIX ATC 2023",
     "azure": "Azure LLM inference trace 2023 (code), CC BY 4.0; Patel et al., Splitwise, ISCA 2024",
 }
+SHORT_NAMES = {"openb-nodes": OPENB / "openb_node_list_gpu_node.csv",
+               "openb-default": OPENB / "openb_pod_list_default.csv",
+               "openb-multigpu50": OPENB / "openb_pod_list_multigpu50.csv",
+               "azure-code": AZURE_CODE}
+OPENB_NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
+OPENB_POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu")
 
 
-def data_file(name: str) -> Path:
-    """A trace file by short name or path, with a clear error when the shared data is not there."""
-    short = {"openb-nodes": OPENB / "openb_node_list_gpu_node.csv",
-             "openb-default": OPENB / "openb_pod_list_default.csv",
-             "openb-multigpu50": OPENB / "openb_pod_list_multigpu50.csv",
-             "azure-code": AZURE_CODE}
-    path = short.get(name, Path(name))
-    if not path.exists():
-        raise FileNotFoundError(f"trace file {path} not found; the public traces live in ../shared/data (see its "
-                                f"README), or pass a path")
+def data_file(name: str | Path) -> Path:
+    """A trace file by short name (SHORT_NAMES) or path, with a clear error when it is not there."""
+    path = SHORT_NAMES.get(str(name), Path(name).expanduser())
+    if not path.is_file():
+        raise FileNotFoundError(f"trace file {path} not found; pass a path to a file, or one of the bundled traces "
+                                f"({', '.join(SHORT_NAMES)}, in {DATA})")
     return path
+
+
+def source_label(name: str | Path) -> str:
+    """What to call a trace in output file names and titles: the short name, or a path's file stem (a path
+    pasted into a file name would name folders that do not exist)."""
+    return str(name) if str(name) in SHORT_NAMES else Path(name).stem
+
+
+def _require_columns(path: Path, fieldnames, needed: tuple[str, ...], what: str) -> None:
+    missing = [c for c in needed if c not in (fieldnames or [])]
+    if missing:
+        raise ValueError(f"{path}: not an {what} (missing columns {', '.join(missing)}; needs {','.join(needed)})")
 
 
 @dataclass(frozen=True)
@@ -66,8 +81,15 @@ class Overlay:
 
 
 def openb_cluster(path: Path | None = None, overlay: Overlay = Overlay()) -> Snapshot:
-    """The openb node list as a snapshot, with the overlay's labels (levels spine > leaf > nvlink)."""
-    rows = list(csv.DictReader(open(path or data_file("openb-nodes"), newline="")))
+    """The openb node list (or `path`, another node list with its columns) as a snapshot, with the overlay's
+    labels (levels spine > leaf > nvlink)."""
+    path = path or data_file("openb-nodes")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        _require_columns(path, reader.fieldnames, OPENB_NODE_COLUMNS, "openb-format node list")
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path}: no nodes")
     rows.sort(key=lambda r: (r["model"], -int(r["gpu"]), r["sn"]))
     hosts, states = [], {}
     labels_of = [("clique.dev/spine", overlay.hosts_per_leaf * overlay.leaves_per_spine),
@@ -91,6 +113,7 @@ def openb_pods(path: Path, limit: int | None = None) -> tuple[list[Arrival], boo
     out = []
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
+        _require_columns(path, reader.fieldnames, OPENB_POD_COLUMNS, "openb-format pod list")
         timed = "creation_time" in (reader.fieldnames or [])
         for i, r in enumerate(reader):
             if limit is not None and i >= limit:

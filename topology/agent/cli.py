@@ -9,8 +9,9 @@ import os
 def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("agent", help="node agent: NVML topology discovery, GPU memory metrics (DaemonSet)")
     a.add_argument("--node-name", default=os.environ.get("NODE_NAME"),
-                   help="the Node to publish to (default: $NODE_NAME from the downward API)")
-    a.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster service account)")
+                   help="the Node to publish to (default: $NODE_NAME from the downward API; without "
+                        "either, metrics only)")
+    a.add_argument("--kubeconfig", help="kubeconfig path (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
     a.add_argument("--listen", default="0.0.0.0:9400", help="host:port for /metrics and /healthz")
     a.add_argument("--interval", type=float, default=10.0, help="seconds between readings")
     a.add_argument("--allow-no-gpu", action="store_true", help="without NVML, serve empty metrics instead of exiting 1")

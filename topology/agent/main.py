@@ -49,14 +49,15 @@ async def run_agent(nvml: NvmlBackend, node_name: str | None, kubeconfig: str | 
         collector.nvml_available = False
     api = None
     if node_name and not once:
-        from kubernetes_asyncio import config
-        from kubernetes_asyncio.client import ApiClient
+        from clique.kubeclient import KubeConfigError, api_client
 
-        if kubeconfig:
-            api = await config.new_client_from_config(config_file=kubeconfig)
-        else:
-            config.load_incluster_config()
-            api = ApiClient()
+        try:
+            api = await api_client(kubeconfig)
+        except KubeConfigError as exc:
+            await asyncio.to_thread(nvml.shutdown)
+            print(f"clique agent: {exc}", file=sys.stderr)
+            return 2
+
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -70,7 +71,12 @@ async def run_agent(nvml: NvmlBackend, node_name: str | None, kubeconfig: str | 
     await runner.setup()
     if not once:
         await web.TCPSite(runner, host, port).start()
-        log.info("agent serving http://%s:%d/metrics for node %s", host, port, node_name)
+        if node_name:
+            log.info("agent serving http://%s:%d/metrics; patching Node %s with the GPU topology it reads", host,
+                     port, node_name)
+        else:
+            log.warning("agent serving http://%s:%d/metrics (Hostname label %s); no --node-name / $NODE_NAME "
+                        "given: serving metrics only, not patching any Node", host, port, collector.hostname)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

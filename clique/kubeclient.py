@@ -1,0 +1,58 @@
+"""The daemons' Kubernetes API client, found the way kubectl finds one: `--kubeconfig`, else `$KUBECONFIG` (a
+list of files, merged; missing ones skipped), else `~/.kube/config`, else the in-cluster service account.
+Side effects: reads those files and the service-account token; no network until the client is used."""
+
+from __future__ import annotations
+
+import os
+
+HOW = "pass --kubeconfig PATH or set $KUBECONFIG"
+
+
+class KubeConfigError(Exception):
+    """No usable cluster configuration. str() is one line that says what was tried and what to pass."""
+
+
+def kubeconfig_path(kubeconfig: str | None) -> tuple[str, str] | None:
+    """(where it came from, the path(s) to load) by kubectl's precedence, or None for in-cluster. An explicit
+    --kubeconfig that does not exist is an error, as in kubectl."""
+    if kubeconfig:
+        path = os.path.expanduser(kubeconfig)
+        if not os.path.isfile(path):
+            raise KubeConfigError(f"--kubeconfig {kubeconfig}: no such file")
+        return "--kubeconfig", path
+    listed = os.environ.get("KUBECONFIG", "")
+    if listed:
+        found = [p for p in (os.path.expanduser(x) for x in listed.split(os.pathsep) if x) if os.path.isfile(p)]
+        return ("$KUBECONFIG", os.pathsep.join(found)) if found else None
+    home = os.path.expanduser(os.path.join("~", ".kube", "config"))
+    return ("~/.kube/config", home) if os.path.isfile(home) else None
+
+
+def _tried() -> str:
+    listed = os.environ.get("KUBECONFIG", "")
+    if listed:
+        return f"no --kubeconfig, none of $KUBECONFIG ({listed}) exists"
+    return f"no --kubeconfig, $KUBECONFIG unset, no {os.path.expanduser(os.path.join('~', '.kube', 'config'))}"
+
+
+async def api_client(kubeconfig: str | None = None):
+    """A kubernetes_asyncio ApiClient of its own Configuration (the library's default is left alone). Raises
+    KubeConfigError when no configuration applies or the one found cannot be loaded."""
+    from kubernetes_asyncio import config
+    from kubernetes_asyncio.client import ApiClient, Configuration
+
+    found = kubeconfig_path(kubeconfig)
+    if found is not None:
+        source, path = found
+        try:
+            return await config.new_client_from_config(config_file=path)
+        except Exception as exc:  # noqa: BLE001 - YAML, missing context or user, exec plugin: all one message
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise KubeConfigError(f"cannot use the kubeconfig {path} (from {source}): {detail}") from exc
+    cfg = Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException as exc:
+        raise KubeConfigError(f"no cluster configuration: {_tried()}, and not in a pod ({exc}); {HOW}") from exc
+    return ApiClient(configuration=cfg)

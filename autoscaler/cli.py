@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     asub = a.add_subparsers(dest="autoscaler_command", metavar="ACTION", required=True)
 
     r = asub.add_parser("run", help="run the autoscaler daemon")
-    r.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster service account)")
+    r.add_argument("--kubeconfig", help="kubeconfig path (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
     r.add_argument("--prometheus-url", help="Prometheus base URL, e.g. http://prometheus.monitoring:9090")
     r.add_argument("--namespace", help="only policies in this namespace (default: all namespaces)")
     how = r.add_mutually_exclusive_group()
@@ -60,9 +60,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if not args.prometheus_url:
         print("clique autoscaler: no --prometheus-url; only Scrape metric sources will have values", file=sys.stderr)
-    asyncio.run(run(DaemonOptions(args.kubeconfig, args.prometheus_url, args.namespace, levels,
-                                  not args.no_capacity_check, args.dry_run, args.tick, listen,
-                                  not args.no_leader_elect, args.lease_namespace)))
+    from clique.kubeclient import KubeConfigError
+
+    try:
+        asyncio.run(run(DaemonOptions(args.kubeconfig, args.prometheus_url, args.namespace, levels,
+                                      not args.no_capacity_check, args.dry_run, args.tick, listen,
+                                      not args.no_leader_elect, args.lease_namespace)))
+    except KubeConfigError as exc:
+        print(f"clique autoscaler run: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -128,35 +134,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    import yaml
-
-    from autoscaler.policy import POLICY_KEY, PolicyError, parse_policy
+    from autoscaler.policy import PolicyError, policies_in_file
 
     bad = 0
     for path in args.files:
-        try:
-            docs = list(yaml.safe_load_all(open(path, encoding="utf-8")))
-        except (OSError, yaml.YAMLError) as exc:
-            print(f"{path}: {exc}")
-            bad += 1
-            continue
-        for doc in docs:
-            if not isinstance(doc, dict):
-                continue
-            if doc.get("kind") == "ConfigMap":
-                md = doc.get("metadata") or {}
-                ns, name, text = md.get("namespace", "default"), md.get("name", "?"), (doc.get("data") or {}).get(POLICY_KEY)
-                if text is None:
-                    continue
-            else:
-                ns, name, text = "-", path, doc
-            try:
-                p = parse_policy(ns, name, text)
-                print(f"{path}: {ns}/{name}: ok ({p.target.describe()}, {p.min_replicas}..{p.max_replicas} replicas of "
-                      f"{p.gang.pods} pod(s), {len(p.metrics)} metric(s))")
-            except PolicyError as exc:
+        for p in policies_in_file(path):
+            if isinstance(p, PolicyError):
                 bad += 1
-                print(f"{path}: invalid: {exc}")
+                print(f"{p.where}: invalid: {'; '.join(p.problems)}")
+            else:
+                print(f"{path}: {p.namespace}/{p.name}: ok ({p.target.describe()}, {p.min_replicas}..{p.max_replicas} "
+                      f"replicas of {p.gang.pods} pod(s), {len(p.metrics)} metric(s))")
     return 1 if bad else 0
 
 

@@ -23,11 +23,16 @@ it in steps of `podsPerReplica`.
 
 from __future__ import annotations
 
+import codecs
 import math
+import re
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import yaml
+
+from topology.quantity import as_int, cpu_millis, parse_quantity
 
 POLICY_LABEL = "clique.dev/autoscaling-policy"
 POLICY_KEY = "policy.yaml"
@@ -44,6 +49,14 @@ BODY_KEYS = {"QueueDepth": "queueDepth", "KVCacheUsage": "kvCacheUsage", "GPUMem
 METRIC_TYPES = tuple(BODY_KEYS)
 TARGET_TYPES = ("Value", "AverageValue", "Utilization")
 SOURCES = ("Prometheus", "Scrape")
+# bounds that keep every number finite and every YAML document shallow, whatever a ConfigMap holds
+MAX_REPLICAS = 100_000
+MAX_PODS_PER_REPLICA = 1_000
+MAX_GPUS_PER_POD = 1_024
+MAX_POLICY_VALUE = 1_000_000  # behavior policies' value (Pods, or Percent, which may exceed 100)
+MAX_QUANTITY = 1e18  # target values, cpuPerPod (cores), memoryPerPod (bytes)
+MAX_DEPTH = 32  # YAML collections nested deeper than this are refused (a policy nests about 6)
+MAX_INT_CHARS = 100  # a longer integer literal is not read as a number
 
 
 class PolicyError(ValueError):
@@ -157,84 +170,198 @@ class Policy:
         return math.ceil(value / self.gang.pods) if self.scale_unit == "Pods" else value
 
 
-def _num(v: Any) -> float:
-    from topology.quantity import QuantityError, parse_quantity
-
-    if isinstance(v, bool):
-        raise ValueError("a number, not true/false")
-    if isinstance(v, (int, float)):
-        return float(v)
-    try:
-        return float(parse_quantity(str(v)))
-    except (QuantityError, ValueError) as exc:
-        raise ValueError(f"{v!r} is not a number or quantity") from exc
+# ---------------------------------------------------------------------------------------------- reading YAML
+class _TooDeep(yaml.YAMLError):
+    pass
 
 
-def parse_policy(namespace: str, name: str, text: str | Mapping[str, Any]) -> Policy:
-    """Validate one policy (YAML text or a dict). Raises PolicyError listing every problem found."""
-    where = f"ConfigMap {namespace}/{name} key {POLICY_KEY}"
-    errs: list[str] = []
-    if isinstance(text, str):
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with limits: collections nest at most MAX_DEPTH deep (deeper input would exhaust the stack), and
+    an integer literal longer than MAX_INT_CHARS stays text (Python refuses to parse one of over 4300 digits),
+    which every number field then rejects by name."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
         try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise PolicyError(where, [f"not valid YAML ({str(exc).splitlines()[0]}); fix the syntax"]) from exc
-    else:
-        doc = text
+            if self.depth > MAX_DEPTH:
+                raise _TooDeep()
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        if len(node.value) > MAX_INT_CHARS:
+            return self.construct_scalar(node)
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def load_yaml(text: str | bytes, where: str, multi: bool = False) -> list[Any]:
+    """The YAML documents of `text` (bytes must be UTF-8). Raises PolicyError, and only that, for anything else."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8").removeprefix("\ufeff")
+        except UnicodeDecodeError as exc:
+            utf16 = text.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+            raise PolicyError(where, [f"not UTF-8 text (byte 0x{text[exc.start]:02x} at offset {exc.start}"
+                                      f"{', a UTF-16 byte-order mark' if utf16 else ''}); save it as UTF-8"]) from None
+    try:
+        loader = _Loader(text)  # already reads the start of the text, which may be refused
+        try:
+            if not multi:
+                return [loader.get_single_data()]
+            docs = []
+            while loader.check_data():
+                docs.append(loader.get_data())
+            return docs
+        finally:
+            loader.dispose()
+    except _TooDeep:
+        raise PolicyError(where, [f"YAML nested more than {MAX_DEPTH} levels deep; a policy nests far less, check "
+                                  "the brackets"]) from None
+    except Exception as exc:  # YAMLError, or what PyYAML's constructors raise on `!!bool maybe`, `2001-13-45`, ...
+        detail = ": ".join(x for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x) or \
+            (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if not isinstance(exc, yaml.YAMLError):
+            detail = f"cannot read a value: {detail}"
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        raise PolicyError(where, [f"not valid YAML ({at}{detail[:200]}); fix the syntax"]) from None
+
+
+# ---------------------------------------------------------------------------------------------- field checks
+# Each appends "<field path>: <what is wrong and what to write>" to errs and returns a usable value (the default
+# when the field is wrong), so that one pass reports every problem.
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 2, 4, 4
+
+
+def _show(v: Any) -> str:
+    """A value for an error message, short however large, deep or self-referencing it is."""
+    if isinstance(v, bool):
+        return "true" if v else "false"  # as YAML spells it
+    try:
+        return _REPR.repr(v)
+    except ValueError:  # an int too long to print
+        return "a number too long to print"
+
+
+def _mapping(at: str, v: Any, errs: list[str], what: str) -> dict:
+    if v is None or isinstance(v, dict):
+        return v or {}
+    errs.append(f"{at}: {_show(v)} must be a mapping ({what})")
+    return {}
+
+
+def _list(at: str, v: Any, errs: list[str], what: str) -> list:
+    if v is None or isinstance(v, list):
+        return v or []
+    errs.append(f"{at}: {_show(v)} must be a list ({what})")
+    return []
+
+
+def _string(at: str, v: Any, errs: list[str], default: str | None = None) -> str | None:
+    if v is None or (isinstance(v, str) and v):
+        return default if v is None else v
+    errs.append(f"{at}: {_show(v)} must be a non-empty string (quote it if YAML reads it as something else)")
+    return default
+
+
+def _number(at: str, v: Any, errs: list[str], low: float, high: float, default: Any = None, *,
+            integer: bool = False, quantity: bool = False, low_open: bool = False, high_open: bool = False,
+            hint: str = "") -> Any:
+    """A finite number within the bounds (an int where `integer`; a Kubernetes quantity such as "500m" or "64Gi"
+    also where `quantity`, returned as a Decimal). Missing: `default`, or an error when there is none."""
+    kind = "an integer" if integer else "a number or quantity" if quantity else "a number"
+    lo, hi = (str(int(b)) if float(b).is_integer() and abs(b) < 1e15 else f"{b:g}" for b in (low, high))
+    bounds = (f"from {lo} to {hi}" if not (low_open or high_open) else
+              f"{'above' if low_open else 'at least'} {lo} and {'below' if high_open else 'at most'} {hi}")
+    want = f"{kind} {bounds}{hint}"
+    if v is None:
+        if default is None:
+            errs.append(f"{at}: required ({want})")
+            return low
+        return default
+    x: Any = None
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and (quantity or isinstance(v, int) or not integer):
+        x = v
+    elif quantity and isinstance(v, str):
+        try:
+            x = parse_quantity(v)
+        except (ValueError, ArithmeticError):  # QuantityError, decimal.InvalidOperation / Overflow
+            x = None
+    if x is None or not (isinstance(x, int) or math.isfinite(x)) or not (low < x if low_open else low <= x) \
+            or not (x < high if high_open else x <= high):
+        errs.append(f"{at}: {_show(v)} must be {want}")
+        return low if default is None else default
+    return x
+
+
+def _labels(at: str, v: Any, errs: list[str]) -> tuple[tuple[str, str], ...]:
+    """A map of label names to values (strings, or integers YAML read from unquoted digits)."""
+    m = _mapping(at, v, errs, "label names to values")
+    if all(isinstance(k, str) and (isinstance(x, str) or (type(x) is int and abs(x) < 10**MAX_INT_CHARS))
+           for k, x in m.items()):
+        return tuple(sorted((k, str(x)) for k, x in m.items()))
+    errs.append(f"{at}: {_show(v)} must map label names to string values")
+    return ()
+
+
+# ---------------------------------------------------------------------------------------------- the schema
+def parse_policy(namespace: str, name: str, text: str | bytes | Mapping[str, Any], where: str | None = None) -> Policy:
+    """Validate one policy (YAML text or a dict). Raises PolicyError listing every problem found, and nothing else."""
+    where = where or f"ConfigMap {namespace}/{name} key {POLICY_KEY}"
+    doc = load_yaml(text, where)[0] if isinstance(text, (str, bytes)) else text
     if not isinstance(doc, dict):
-        raise PolicyError(where, ["must be a mapping with scaleTargetRef, minReplicas, maxReplicas and metrics"])
+        raise PolicyError(where, [f"{_show(doc)} must be a mapping with scaleTargetRef, minReplicas, maxReplicas "
+                                  "and metrics"])
+    errs: list[str] = []
     known = {"scaleTargetRef", "minReplicas", "maxReplicas", "metrics", "behavior", "podsPerReplica", "gang",
              "scaleUnit", "evaluationIntervalSeconds", "dryRun", "capacityAware"}
     for k in doc:
         if k not in known:
-            errs.append(f"unknown field {k!r} (known: {', '.join(sorted(known))})")
+            errs.append(f"unknown field {_show(k)} (known: {', '.join(sorted(known))})")
 
-    ref = doc.get("scaleTargetRef") or {}
+    ref = _mapping("scaleTargetRef", doc.get("scaleTargetRef"), errs, "apiVersion, kind, name")
     target = None
-    if not isinstance(ref, dict) or not all(ref.get(k) for k in ("apiVersion", "kind", "name")):
+    if not all(ref.get(k) for k in ("apiVersion", "kind", "name")):
         errs.append("scaleTargetRef: needs apiVersion, kind and name (e.g. {apiVersion: apps/v1, kind: StatefulSet, "
                     "name: decode})")
     else:
-        if ref["kind"] == "DynamoGraphDeployment" and not ref.get("service"):
+        api_version, kind, ref_name = (_string(f"scaleTargetRef.{k}", ref[k], errs, "?")
+                                       for k in ("apiVersion", "kind", "name"))
+        service = _string("scaleTargetRef.service", ref.get("service"), errs)
+        if kind == "DynamoGraphDeployment" and not service:
             errs.append("scaleTargetRef.service: a DynamoGraphDeployment target needs the service name whose "
                         "spec.services.<service>.replicas is scaled")
-        target = ScaleTargetRef(str(ref["apiVersion"]), str(ref["kind"]), str(ref["name"]), ref.get("service"))
+        target = ScaleTargetRef(api_version, kind, ref_name, service)
 
-    def integer(key: str, default: int | None, low: int) -> int:
-        v = doc.get(key, default)
-        if v is None:
-            errs.append(f"{key}: required (an integer >= {low})")
-            return low
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            errs.append(f"{key}: {v!r} must be an integer >= {low}")
-            return low
-        return v
-
-    lo = integer("minReplicas", 1, 0)
-    hi = integer("maxReplicas", None, 1)
+    lo = _number("minReplicas", doc.get("minReplicas"), errs, 0, MAX_REPLICAS, 1, integer=True)
+    hi = _number("maxReplicas", doc.get("maxReplicas"), errs, 1, MAX_REPLICAS, integer=True)
     if hi < lo:
         errs.append(f"maxReplicas ({hi}) is below minReplicas ({lo}); raise maxReplicas or lower minReplicas")
-    ppr = integer("podsPerReplica", 1, 1)
+    ppr = _number("podsPerReplica", doc.get("podsPerReplica"), errs, 1, MAX_PODS_PER_REPLICA, 1, integer=True)
     unit = doc.get("scaleUnit", "Replicas")
     if unit not in ("Replicas", "Pods"):
-        errs.append(f"scaleUnit: {unit!r} must be Replicas (the target counts gangs) or Pods (it counts pods)")
-    interval = doc.get("evaluationIntervalSeconds", 15)
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
-        errs.append(f"evaluationIntervalSeconds: {interval!r} must be a positive number")
-        interval = 15
-    gang = _gang(doc.get("gang") or {}, ppr, errs)
-    metrics = tuple(m for i, raw in enumerate(doc.get("metrics") or []) if (m := _metric(i, raw, errs)) is not None)
-    if not doc.get("metrics"):
+        errs.append(f"scaleUnit: {_show(unit)} must be Replicas (the target counts gangs) or Pods (it counts pods)")
+    interval = _number("evaluationIntervalSeconds", doc.get("evaluationIntervalSeconds"), errs, 0, 3600, 15,
+                       low_open=True)
+    gang = _gang(doc.get("gang"), ppr, errs)
+    raw_metrics = _list("metrics", doc.get("metrics"), errs, "of metric mappings")
+    metrics = tuple(m for i, raw in enumerate(raw_metrics) if (m := _metric(i, raw, errs)) is not None)
+    if not raw_metrics:
         errs.append("metrics: at least one metric is needed (e.g. a QueueDepth metric)")
-    beh = doc.get("behavior") or {}
-    if not isinstance(beh, dict):
-        errs.append("behavior: must be a mapping with scaleUp and/or scaleDown")
-        beh = {}
+    beh = _mapping("behavior", doc.get("behavior"), errs, "with scaleUp and/or scaleDown")
     up = _rules("behavior.scaleUp", beh.get("scaleUp"), DEFAULT_UP, errs)
     down = _rules("behavior.scaleDown", beh.get("scaleDown"), DEFAULT_DOWN, errs)
     for flag in ("dryRun", "capacityAware"):
         if flag in doc and not isinstance(doc[flag], bool):
-            errs.append(f"{flag}: {doc[flag]!r} must be true or false")
+            errs.append(f"{flag}: {_show(doc[flag])} must be true or false")
     if errs:
         raise PolicyError(where, errs)
     assert target is not None
@@ -243,29 +370,20 @@ def parse_policy(namespace: str, name: str, text: str | Mapping[str, Any]) -> Po
 
 
 def _gang(raw: Any, pods: int, errs: list[str]) -> GangShape:
-    from topology.quantity import QuantityError, as_int, cpu_millis
-
-    if not isinstance(raw, dict):
-        errs.append("gang: must be a mapping (gpusPerPod, cpuPerPod, memoryPerPod, topologyRequired, "
-                    "topologyPreferred, nodeSelector)")
-        return GangShape(pods)
+    raw = _mapping("gang", raw, errs, "gpusPerPod, cpuPerPod, memoryPerPod, topologyRequired, topologyPreferred, "
+                                      "nodeSelector")
     known = {"gpusPerPod", "cpuPerPod", "memoryPerPod", "topologyRequired", "topologyPreferred", "nodeSelector"}
     for k in raw:
         if k not in known:
-            errs.append(f"gang.{k}: unknown field (known: {', '.join(sorted(known))})")
-    try:
-        gpus = as_int(raw.get("gpusPerPod", 0))
-        cpu = cpu_millis(raw.get("cpuPerPod", 0))
-        mem = as_int(raw.get("memoryPerPod", 0))
-    except QuantityError as exc:
-        errs.append(f"gang: {exc}")
-        return GangShape(pods)
-    sel = raw.get("nodeSelector") or {}
-    if not isinstance(sel, dict):
-        errs.append("gang.nodeSelector: must map node label keys to values, like the pods' nodeSelector")
-        sel = {}
-    return GangShape(pods, gpus, cpu, mem, raw.get("topologyRequired"), raw.get("topologyPreferred"),
-                     tuple(sorted((str(k), str(v)) for k, v in sel.items())))
+            errs.append(f"gang.{_show(k)}: unknown field (known: {', '.join(sorted(known))})")
+    gpus = _number("gang.gpusPerPod", raw.get("gpusPerPod"), errs, 0, MAX_GPUS_PER_POD, 0, quantity=True)
+    cpu = _number("gang.cpuPerPod", raw.get("cpuPerPod"), errs, 0, MAX_QUANTITY, 0, quantity=True, hint=" cores")
+    mem = _number("gang.memoryPerPod", raw.get("memoryPerPod"), errs, 0, MAX_QUANTITY, 0, quantity=True,
+                  hint=" bytes (e.g. 64Gi)")
+    return GangShape(pods, as_int(gpus), cpu_millis(cpu), as_int(mem),
+                     _string("gang.topologyRequired", raw.get("topologyRequired"), errs),
+                     _string("gang.topologyPreferred", raw.get("topologyPreferred"), errs),
+                     _labels("gang.nodeSelector", raw.get("nodeSelector"), errs))
 
 
 def _metric(i: int, raw: Any, errs: list[str]) -> MetricSpec | None:
@@ -275,35 +393,26 @@ def _metric(i: int, raw: Any, errs: list[str]) -> MetricSpec | None:
         return None
     typ = raw.get("type")
     if typ not in METRIC_TYPES:
-        errs.append(f"{at}.type: {typ!r} is not one of {', '.join(METRIC_TYPES)}")
+        errs.append(f"{at}.type: {_show(typ)} is not one of {', '.join(METRIC_TYPES)}")
         return None
     body_key = BODY_KEYS[typ]
-    body = raw.get(body_key) or {}
-    if not isinstance(body, dict):
-        errs.append(f"{at}.{body_key}: must be a mapping")
-        return None
-    t = raw.get("target") or {}
-    ttype = t.get("type") if isinstance(t, dict) else None
+    n = len(errs)
+    body = _mapping(f"{at}.{body_key}", raw.get(body_key), errs, "the settings of this metric type")
+    t = _mapping(f"{at}.target", raw.get("target"), errs, "type and its value")
+    ttype = t.get("type")
     if ttype not in TARGET_TYPES:
-        errs.append(f"{at}.target.type: {ttype!r} must be one of {', '.join(TARGET_TYPES)}")
+        errs.append(f"{at}.target.type: {_show(ttype)} must be one of {', '.join(TARGET_TYPES)}")
         return None
     vkey = {"Value": "value", "AverageValue": "averageValue", "Utilization": "averageUtilization"}[ttype]
-    try:
-        tval = _num(t.get(vkey))
-        if tval <= 0:
-            raise ValueError("must be above zero")
-    except (ValueError, TypeError) as exc:
-        errs.append(f"{at}.target.{vkey}: {t.get(vkey)!r}: {exc}; give a positive number for target type {ttype}")
-        return None
+    tval = _number(f"{at}.target.{vkey}", t.get(vkey), errs, 0, MAX_QUANTITY, quantity=True, low_open=True,
+                   hint=f" for target type {ttype}")
     source = body.get("source", "Prometheus")
     if source not in SOURCES:
-        errs.append(f"{at}.{body_key}.source: {source!r} must be Prometheus or Scrape")
-        return None
-    sel = body.get("selector") or {}
-    if not isinstance(sel, dict) or not all(isinstance(v, (str, int)) for v in sel.values()):
-        errs.append(f"{at}.{body_key}.selector: must map label names to values")
-        sel = {}
-    endpoints = tuple(body.get("endpoints") or ())
+        errs.append(f"{at}.{body_key}.source: {_show(source)} must be Prometheus or Scrape")
+    sel = _labels(f"{at}.{body_key}.selector", body.get("selector"), errs)
+    endpoints = tuple(_list(f"{at}.{body_key}.endpoints", body.get("endpoints"), errs, "of /metrics URLs"))
+    for j, url in enumerate(endpoints):
+        _string(f"{at}.{body_key}.endpoints[{j}]", url, errs)
     if source == "Scrape" and not endpoints:
         errs.append(f"{at}.{body_key}.endpoints: a Scrape source needs the /metrics URLs to read")
     if source == "Scrape" and typ in ("Latency", "Prometheus"):
@@ -311,63 +420,114 @@ def _metric(i: int, raw: Any, errs: list[str]) -> MetricSpec | None:
     per_pod = typ in ("GPUMemory", "KVCacheUsage") and source == "Prometheus"
     if ttype == "Utilization" and typ not in ("GPUMemory", "KVCacheUsage"):
         errs.append(f"{at}.target.type: Utilization applies to GPUMemory and KVCacheUsage; use Value or AverageValue")
-    metric, query, scale = body.get("metric"), body.get("query"), 1.0
+
+    def field_(key: str, default: str | None = None) -> str | None:
+        return _string(f"{at}.{body_key}.{key}", body.get(key), errs, default)
+
+    metric, query, scale, quantile, window = field_("metric"), field_("query"), 1.0, 0.9, "1m"
     if typ == "QueueDepth":
         metric = metric or QUEUE_METRICS[0]
     elif typ == "KVCacheUsage":
         metric = metric or KV_METRICS[0]
         # vLLM's gauge is a 0..1 fraction; a Utilization target is in percent
-        scale = float(body.get("scale", 100.0 if ttype == "Utilization" else 1.0))
+        scale = float(_number(f"{at}.kvCacheUsage.scale", body.get("scale"), errs, 0, 1e6,
+                              100.0 if ttype == "Utilization" else 1.0, low_open=True))
     elif typ == "Latency":
-        metric = body.get("histogram") or metric
+        metric = field_("histogram") or metric
         if not metric:
             errs.append(f"{at}.latency.histogram: name the histogram, e.g. vllm:time_to_first_token_seconds")
-        q = body.get("quantile", 0.9)
-        if not isinstance(q, (int, float)) or not 0 < q < 1:
-            errs.append(f"{at}.latency.quantile: {q!r} must be between 0 and 1 (e.g. 0.9)")
+        quantile = float(_number(f"{at}.latency.quantile", body.get("quantile"), errs, 0, 1, 0.9, low_open=True,
+                                 high_open=True, hint=" (e.g. 0.9)"))
+        window = field_("window", "1m")
+        if not re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", window or ""):
+            errs.append(f"{at}.latency.window: {_show(window)} must be a PromQL duration such as 1m or 30s")
     elif typ == "Prometheus":
         if not query:
             errs.append(f"{at}.prometheus.query: a PromQL expression is required")
     elif typ == "GPUMemory" and ttype == "Value":
         errs.append(f"{at}.target.type: GPUMemory takes Utilization (percent) or AverageValue (bytes per pod)")
-    return MetricSpec(typ, MetricTarget(ttype, tval), source, metric, query,
-                      tuple(sorted((str(k), str(v)) for k, v in sel.items())), endpoints,
-                      float(body.get("quantile", 0.9)) if typ == "Latency" else 0.9, str(body.get("window", "1m")),
-                      per_pod, str(body.get("podLabel", "pod")), body.get("usedMetric"), body.get("freeMetric"), scale)
+    pod_label, used, free = field_("podLabel", "pod"), field_("usedMetric"), field_("freeMetric")
+    if len(errs) > n:
+        return None
+    return MetricSpec(typ, MetricTarget(ttype, float(tval)), source, metric, query, sel, endpoints, quantile, window,
+                      per_pod, pod_label, used, free, scale)
 
 
 def _rules(at: str, raw: Any, default: ScalingRules, errs: list[str]) -> ScalingRules:
     if raw is None:
         return default
     if not isinstance(raw, dict):
-        errs.append(f"{at}: must be a mapping")
+        errs.append(f"{at}: {_show(raw)} must be a mapping (stabilizationWindowSeconds, selectPolicy, policies)")
         return default
-    win = raw.get("stabilizationWindowSeconds", default.stabilization_s)
-    if isinstance(win, bool) or not isinstance(win, int) or not 0 <= win <= 3600:
-        errs.append(f"{at}.stabilizationWindowSeconds: {win!r} must be an integer from 0 to 3600")
-        win = default.stabilization_s
+    win = _number(f"{at}.stabilizationWindowSeconds", raw.get("stabilizationWindowSeconds"), errs, 0, 3600,
+                  default.stabilization_s, integer=True)
     select = raw.get("selectPolicy", "Max")
     if select not in ("Max", "Min", "Disabled"):
-        errs.append(f"{at}.selectPolicy: {select!r} must be Max, Min or Disabled")
-    tol = raw.get("tolerance", 0.1)
-    try:
-        tol = _num(tol)
-        if not 0 <= tol < 1:
-            raise ValueError("outside 0..1")
-    except ValueError as exc:
-        errs.append(f"{at}.tolerance: {raw.get('tolerance')!r} ({exc}); give a fraction such as 0.1")
-        tol = 0.1
+        errs.append(f"{at}.selectPolicy: {_show(select)} must be Max, Min or Disabled")
+    tol = float(_number(f"{at}.tolerance", raw.get("tolerance"), errs, 0, 1, 0.1, quantity=True, high_open=True,
+                        hint=", a fraction such as 0.1"))
     policies = []
-    for j, p in enumerate(raw.get("policies") or []):
+    for j, p in enumerate(_list(f"{at}.policies", raw.get("policies"), errs, "of {type, value, periodSeconds}")):
         if not isinstance(p, dict) or p.get("type") not in ("Pods", "Percent"):
             errs.append(f"{at}.policies[{j}].type: must be Pods or Percent")
             continue
-        v, per = p.get("value"), p.get("periodSeconds")
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            errs.append(f"{at}.policies[{j}].value: {v!r} must be a positive integer")
-            continue
-        if isinstance(per, bool) or not isinstance(per, int) or not 0 < per <= 1800:
-            errs.append(f"{at}.policies[{j}].periodSeconds: {per!r} must be an integer from 1 to 1800")
-            continue
-        policies.append(ScalingPolicy(p["type"], v, per))
+        n = len(errs)
+        v = _number(f"{at}.policies[{j}].value", p.get("value"), errs, 1, MAX_POLICY_VALUE, integer=True)
+        per = _number(f"{at}.policies[{j}].periodSeconds", p.get("periodSeconds"), errs, 1, 1800, integer=True)
+        if len(errs) == n:
+            policies.append(ScalingPolicy(p["type"], v, per))
     return ScalingRules(win, select, tuple(policies) if "policies" in raw else default.policies, tol)
+
+
+# ---------------------------------------------------------------------------------------------- files
+def policies_in_file(path: str) -> list[Policy | PolicyError]:
+    """Every policy in a file of policy documents or ConfigMap manifests (what `clique autoscaler validate` checks):
+    a Policy, or a PolicyError whose `where` names the file (and document) and whose problems name each field.
+    Never raises; a file with no policy in it is an error too."""
+    try:
+        with open(path, "rb") as f:
+            docs = load_yaml(f.read(), path, multi=True)
+    except OSError as exc:
+        return [PolicyError(path, [f"cannot read it ({exc.strerror or exc})"])]
+    except PolicyError as exc:
+        return [exc]
+    results: list[Policy | PolicyError] = []
+    for i, doc in enumerate(docs):
+        at = path if len(docs) == 1 else f"{path} document {i + 1}"
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            results.append(PolicyError(at, [f"{_show(doc)} must be a mapping: a policy (scaleTargetRef, minReplicas, "
+                                            "maxReplicas, metrics) or a ConfigMap manifest"]))
+            continue
+        try:
+            if doc.get("kind") != "ConfigMap":
+                results.append(parse_policy("-", path, doc, where=at))
+            elif (found := _configmap_policy(at, doc)) is not None:
+                results.append(parse_policy(*found))
+        except PolicyError as exc:
+            results.append(exc)
+    return results or [PolicyError(path, ["no policy found; write a policy mapping (scaleTargetRef, minReplicas, "
+                                          f"maxReplicas, metrics) or a ConfigMap with data.{POLICY_KEY}"])]
+
+
+def _configmap_policy(at: str, cm: dict) -> tuple[str, str, str, str] | None:
+    """(namespace, name, policy text, where) of a ConfigMap manifest; None for an unlabelled ConfigMap without a
+    policy. Raises PolicyError for a malformed one."""
+    errs: list[str] = []
+    md = _mapping("metadata", cm.get("metadata"), errs, "name, namespace, labels")
+    ns = _string("metadata.namespace", md.get("namespace"), errs, "default")
+    name = _string("metadata.name", md.get("name"), errs, "?")
+    data = _mapping("data", cm.get("data"), errs, f"with the key {POLICY_KEY}")
+    labels = md.get("labels")
+    labelled = isinstance(labels, dict) and labels.get(POLICY_LABEL) == "true"
+    if POLICY_KEY not in data and labelled:
+        errs.append(f"data.{POLICY_KEY}: missing; a ConfigMap labelled {POLICY_LABEL}=true holds its policy there")
+    elif POLICY_KEY in data and not isinstance(data[POLICY_KEY], str):
+        errs.append(f"data.{POLICY_KEY}: {_show(data[POLICY_KEY])} must be a string (the policy YAML, "
+                    f"`{POLICY_KEY}: |` and the policy indented below it)")
+    if errs:
+        raise PolicyError(f"{at}: ConfigMap {ns}/{name}", errs)
+    if POLICY_KEY not in data:
+        return None
+    return ns, name, data[POLICY_KEY], f"{at}: ConfigMap {ns}/{name} key {POLICY_KEY}"

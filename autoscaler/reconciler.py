@@ -106,6 +106,9 @@ class Autoscaler:
                 error = None
             except PolicyError as exc:
                 policy, error = None, str(exc)
+            except Exception as exc:  # a validation bug must not stop every other policy: report it as invalid
+                log.exception("policy %s: validation failed", key)
+                policy, error = None, f"ConfigMap {key}: could not be validated ({type(exc).__name__}: {exc})"
             new = PolicyRuntime(policy, rv, error, text)
             if rt is not None and rt.policy is not None and policy is not None and rt.policy.target == policy.target:
                 new.history, new.next_due = rt.history, rt.next_due  # same target: keep its memory

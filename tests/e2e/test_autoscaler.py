@@ -263,3 +263,28 @@ def _try(fn) -> bool:
         return fn()
     except client.ApiException:
         return False
+
+
+def test_configmaps_that_used_to_crash_validation_are_reported_and_the_valid_policy_keeps_scaling(env):
+    """Two policy ConfigMaps whose policy.yaml once made validation raise (brackets 10,000 deep, a RecursionError;
+    `gpusPerPod: true`, a decimal error), which failed every tick for every policy: each is now reported (status
+    annotation, InvalidPolicy Event, log line, metric) and the valid policy beside them still scales."""
+    core, ns = env["core"], env["ns"]
+    good = yaml.safe_load(core.read_namespaced_config_map("decode-policy", ns).data["policy.yaml"])
+    wait_for(lambda: replicas(env) == 2, WINDOW + 4 * INTERVAL + 10, "the valid policy at 1 gang")
+    core.create_namespaced_config_map(ns, policy_cm("deep-nesting", "[" * 10_000 + "]" * 10_000))
+    core.create_namespaced_config_map(ns, policy_cm("bool-gpus", dict(good, gang=dict(good["gang"], gpusPerPod=True))))
+    for cm, needle in (("deep-nesting", "nested more than 32 levels deep"), ("bool-gpus", "gang.gpusPerPod: true")):
+        st = wait_for(lambda cm=cm: status(env, cm), 20, f"status of {cm}")
+        assert st["valid"] is False and needle in st["error"], st
+        msgs = wait_for(lambda cm=cm: events(env, cm, "InvalidPolicy"), 20, f"InvalidPolicy Event on {cm}")
+        assert needle in msgs[0]
+        assert f"invalid policy {ns}/{cm}" in env["log"].read_text()
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{env['port']}/metrics", timeout=5).read().decode()
+    assert f'clique_autoscaler_policy_invalid{{policy="{ns}/deep-nesting"}} 1.0' in text
+    assert f'clique_autoscaler_policy_invalid{{policy="{ns}/bool-gpus"}} 1.0' in text
+    env["exporter"].queue(20, namespace=ns)
+    wait_for(lambda: replicas(env) == 4, 2 * INTERVAL + 5, "the valid policy scaling up beside the invalid ones")
+    env["exporter"].queue(5, namespace=ns)

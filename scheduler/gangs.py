@@ -32,7 +32,7 @@ GROVE_PODGANG = "grove.io/podgang"
 VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 COSCHED_GROUP = "scheduling.x-k8s.io/pod-group"
 GPU = "nvidia.com/gpu"
-TP_ARG = re.compile(r"--(?:tp-size|tensor-parallel-size|tp)(?:=|\s+)(\d+)")
+TP_ARG = re.compile(r"--(?:tp-size|tensor-parallel-size|tp)(?:=|\s+)(\d{1,6})\b")
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ def recognize(pod: Mapping[str, Any], sizes: Mapping[str, int] | None = None,
         if size is None and size_object:
             size = sizes.get(size_object)
         required = req or ((topology or {}).get(size_object) if size_object else None)
+        if size == 1:  # a group of one (e.g. a PodGroup with the `basic` policy) is placed pod by pod
+            return GangRef(ns, name, "single", 1, "pod", required, pref)
         return GangRef(ns, gang, source, size, role, required, pref, size_object)
 
     if GANG in both:
@@ -145,12 +147,14 @@ def declared_tp_size(pod: Mapping[str, Any]) -> int | None:
     return None
 
 
-# Where each gang source keeps its size: (API group, version, plural) of the object named by `size_object`.
+# Where each gang source keeps its size: (API group, versions to try in order, plural) of the object named by
+# `size_object`. Kubernetes' own PodGroup is served as scheduling.k8s.io/v1beta1 from 1.37 and as v1alpha2 in 1.36,
+# with the same field paths (k8s.io/api v0.37.2 scheduling/v1beta1/types.go, v0.36.1 scheduling/v1alpha2/types.go).
 SIZE_OBJECTS = {
-    "volcano": ("scheduling.volcano.sh", "v1beta1", "podgroups"),
-    "coscheduling": ("scheduling.x-k8s.io", "v1alpha1", "podgroups"),
-    "podgroup": ("scheduling.k8s.io", "v1beta1", "podgroups"),
-    "grove": ("scheduler.grove.io", "v1alpha1", "podgangs"),
+    "volcano": ("scheduling.volcano.sh", ("v1beta1",), "podgroups"),
+    "coscheduling": ("scheduling.x-k8s.io", ("v1alpha1",), "podgroups"),
+    "podgroup": ("scheduling.k8s.io", ("v1beta1", "v1alpha2"), "podgroups"),
+    "grove": ("scheduler.grove.io", ("v1alpha1",), "podgangs"),
 }
 
 
@@ -160,6 +164,7 @@ def size_from_object(source: str, obj: Mapping[str, Any]) -> tuple[int | None, s
     if source in ("volcano", "coscheduling"):
         return _int(spec.get("minMember")), None
     if source == "podgroup":
+        # spec.schedulingPolicy is `gang: {minCount}` or `basic: {}` (no gang: size 1, placed pod by pod)
         policy = spec.get("schedulingPolicy") or {}
         size = _int((policy.get("gang") or {}).get("minCount")) if policy.get("gang") else 1
         keys = [t.get("key") for t in (spec.get("schedulingConstraints") or {}).get("topology") or [] if t.get("key")]

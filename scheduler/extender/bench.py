@@ -87,7 +87,7 @@ def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
                 if None in hosts:
                     errors += 1
                     if errors == 1:
-                        say(f"[bench extender] gang g{g:03d} not placed: {next(iter(res.get('FailedNodes', {}).values()), res)}")
+                        say(f"[bench extender] gang g{g:03d} not placed: {next(iter({**(res.get('FailedNodes') or {}), **(res.get('FailedAndUnresolvableNodes') or {})}.values()), res)}")
                     continue
                 t0 = time.perf_counter()
                 with ThreadPoolExecutor(GANG_PODS) as pool:

@@ -9,6 +9,7 @@ import signal
 
 from aiohttp import web
 
+from scheduler.extender import recovery
 from scheduler.extender.service import Extender
 from scheduler.extender.state import ClusterState
 from topology.levels import Level
@@ -20,17 +21,13 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
                 scheduler_name: str, metrics_listen: tuple[str, int] | None = None) -> None:
     """Serve the verbs on host:port (keep it loopback: /bind binds pods) and, if given, only /metrics and the
     health endpoints on `metrics_listen`, for Prometheus and probes."""
-    from kubernetes_asyncio import config
-    from kubernetes_asyncio.client import ApiClient
+    from clique.kubeclient import api_client
 
-    if kubeconfig:
-        api = await config.new_client_from_config(config_file=kubeconfig)
-    else:
-        config.load_incluster_config()
-        api = ApiClient()
+    api = await api_client(kubeconfig)  # KubeConfigError: the CLI says what to pass
     state = ClusterState(levels)
     extender = Extender(state, api, bind_timeout_s=bind_timeout_s, scheduler_name=scheduler_name)
     watches = asyncio.create_task(state.run(api))
+    recovering = asyncio.create_task(recovery.run(extender))  # partly bound gangs, at start-up and on changes
     # Latency: collect the youngest generation less often (every request's JSON allocates lists and dicts), and
     # keep long-lived objects (the synced nodes and pods) out of every collection once the watches have synced.
     gc.set_threshold(50_000, 20, 20)
@@ -58,6 +55,7 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     await stop.wait()
     log.info("stopping")
     watches.cancel()
+    recovering.cancel()
     freezer.cancel()
     for runner in runners:
         await runner.cleanup()

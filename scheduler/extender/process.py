@@ -12,13 +12,13 @@ from simulations.controlplane.processes import free_port, start_service, stop_se
 
 def start_extender(kubeconfig: Path, log: Path, preset: str = "generic-nvlink", bind_timeout_s: float = 10.0,
                    port: int | None = None, ready_timeout_s: float = 60.0,
-                   levels: list[str] | None = None) -> tuple[subprocess.Popen, int]:
+                   levels: list[str] | None = None, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
     """Start `clique scheduler extender` and wait until /readyz answers (its watches have synced). `levels`
-    (node label keys, outermost first) overrides the preset."""
+    (node label keys, outermost first) overrides the preset; `env` adds environment variables (test hooks)."""
     port = port or free_port()
     how = ["--levels", ",".join(levels)] if levels else ["--preset", preset]
     proc = start_service(["scheduler", "extender", "--kubeconfig", str(kubeconfig), "--listen", f"127.0.0.1:{port}",
-                          *how, "--bind-timeout", str(bind_timeout_s)], log, port, "extender", ready_timeout_s)
+                          *how, "--bind-timeout", str(bind_timeout_s)], log, port, "extender", ready_timeout_s, env)
     return proc, port
 
 
@@ -32,7 +32,8 @@ def clique_scheduler_config(extender_port: int, scheduler_name: str = "clique-sc
         "percentageOfNodesToScore": 100,
         "profiles": [{"schedulerName": scheduler_name}],
         "extenders": [{"urlPrefix": f"http://127.0.0.1:{extender_port}", "filterVerb": "filter",
-                       "prioritizeVerb": "prioritize", "bindVerb": "bind", "weight": 1, "nodeCacheCapable": True,
+                       "prioritizeVerb": "prioritize", "bindVerb": "bind", "preemptVerb": "preempt", "weight": 1,
+                       "nodeCacheCapable": True,
                        # every pod of this profile, GPU or not (see manifests/scheduler/config.yaml)
                        "httpTimeout": "30s", "ignorable": False}],
     }

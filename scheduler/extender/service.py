@@ -8,8 +8,11 @@ Gang semantics on top of a protocol that sees one pod at a time and has no Permi
   bind        each member waits (bounded, well below the scheduler's httpTimeout) until every member has
               reached bind; then all Bindings are created together. On timeout or a failed Binding the
               whole reservation is released, bound members are rolled back, and every waiting member gets
-              an Error, so kube-scheduler retries them with backoff.
+              an Error, so kube-scheduler retries them with backoff. Only the planned host is ever bound.
 Pods without a gang are placed alone by the same engine (topology-aware bin-packing) and bound at once.
+A gang with bound and pending members (a replacement pod, or a bind cut short by a crash) is planned so the
+pending ones join the bound ones (scheduler/extender/gangbook.py); scheduler/extender/recovery.py completes or
+restarts such gangs without waiting for kube-scheduler. The API writes are in scheduler/extender/binder.py.
 """
 
 from __future__ import annotations
@@ -18,54 +21,29 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from scheduler.extender.binder import Binder
+from scheduler.extender.gangbook import (Reservation, gang_spec, join_bound, members_of, pod_key,
+                                         reserved_total)
+from scheduler.extender.nodefit import node_refusal
 from scheduler.extender.state import ClusterState
 from scheduler.extender.wire import (FilterResult, WireError, binding_result_json, parse_binding_args,
-                                     parse_extender_args, priorities_json)
+                                     parse_extender_args, parse_preemption_args, preemption_result_json,
+                                     priorities_json)
 from scheduler.gangs import SIZE_OBJECTS, GangRef, declared_tp_size, pod_request, recognize, size_from_object
 from scheduler.placement.engine import CliqueEngine
-from scheduler.placement.types import Gang, Role, Snapshot
+from scheduler.placement.types import Gang, Snapshot
 
 log = logging.getLogger("clique.extender")
 MAX_BODY = 16 * 2**20
 # In the reason of a gang whose pods do not all exist yet: a wait, not a lack of capacity (tools tell them apart).
 GANG_INCOMPLETE = "waits for its pods"
 GANG_CATCH_UP_S = 0.2  # how long filter waits for the watch to deliver a gang's other pods
-
-
-@dataclass
-class Reservation:
-    gang: GangRef
-    hosts: dict[str, str]  # pod key -> planned host (claimed members)
-    unclaimed: list[tuple[str, str]]  # (role, host) not yet claimed by a pod
-    requests: dict[str, tuple[int, int, int, int]]  # pod key -> its request (claimed members)
-    role_requests: dict[str, tuple[int, int, int, int]]  # role -> per-pod request (unclaimed places)
-    created: float
-    arrived: dict[str, str] = field(default_factory=dict)  # pod key -> uid, members that reached bind
-    done: asyncio.Future | None = None
-
-    @property
-    def planned(self) -> int:
-        return len(self.hosts) + len(self.unclaimed)
-
-    def reserved_usage(self) -> dict[str, tuple[int, int, int, int]]:
-        """Resources held on each host for members not bound yet (all of them: binding is all at once)."""
-        out: dict[str, list[int]] = {}
-        planned = list(self.hosts.items())
-        for pod, host in planned:
-            acc = out.setdefault(host, [0, 0, 0, 0])
-            for i, v in enumerate(self.requests[pod]):
-                acc[i] += v
-        for role, host in self.unclaimed:
-            acc = out.setdefault(host, [0, 0, 0, 0])
-            for i, v in enumerate(self.role_requests[role]):
-                acc[i] += v
-        return {h: tuple(v) for h, v in out.items()}  # type: ignore[misc]
 
 
 class Metrics:
@@ -78,6 +56,13 @@ class Metrics:
                                registry=self.registry)
         self.bad_requests = Counter("clique_extender_bad_requests_total", "Malformed requests", ["verb"],
                                     registry=self.registry)
+        self.refused_binds = Counter("clique_extender_refused_binds_total", "Bind requests refused before any "
+                                     "Binding (not planned, wrong node)", registry=self.registry)
+        self.recovered = Counter("clique_half_gangs_total", "Gangs found partly bound, by action", ["action"],
+                                 registry=self.registry)
+
+
+JUST_BOUND_S = 60.0  # how long a Binding we made counts as bound while the watch has not shown it yet
 
 
 class Extender:
@@ -88,11 +73,13 @@ class Extender:
         self.engine = engine or CliqueEngine()
         self.bind_timeout_s = bind_timeout_s
         self.scheduler_name = scheduler_name
+        self.binder = Binder(api_client, scheduler_name)
         self.reservations: dict[str, Reservation] = {}
         self.metrics = Metrics()
         self._event_sent: dict[tuple[str, str], float] = {}
         self._objects: dict[str, tuple[int, str | None, float]] = {}  # size object -> (size, topology key, read at)
-        self._lock = asyncio.Lock()
+        self._served: dict[str, str] = {}  # gang source -> API version of its size object this server serves
+        self._just_bound: dict[str, tuple[str, float]] = {}  # pod key -> (node, when): our Bindings not yet watched
         self._last_excluded: tuple[Any, list[str], list[str]] | None = None  # (topology, node names, excluded)
 
     # ------------------------------------------------------------------ HTTP
@@ -101,6 +88,7 @@ class Extender:
         app.router.add_post("/filter", self._wrap("filter", self.filter))
         app.router.add_post("/prioritize", self._wrap("prioritize", self.prioritize))
         app.router.add_post("/bind", self._wrap("bind", self.bind))
+        app.router.add_post("/preempt", self._wrap("preempt", self.preempt))
         return self._add_health_routes(app)
 
     def metrics_app(self) -> web.Application:
@@ -127,6 +115,8 @@ class Extender:
                     body = await request.json(loads=json.loads)
                 except (ValueError, UnicodeDecodeError) as exc:
                     raise WireError(f"{verb}: request body is not JSON ({exc})") from None
+                except RecursionError:
+                    raise WireError(f"{verb}: request body is nested too deeply") from None
                 result = await handler(body)
                 return web.json_response(result)
             except WireError as exc:
@@ -148,21 +138,28 @@ class Extender:
     async def filter(self, body: Any) -> dict:
         args = parse_extender_args(body)
         sizes, topology, problem = await self._gang_object(args.pod)
-        if problem:
-            self._event(args.pod, "GangSizeUnknown", problem)
-            return FilterResult([], {n: problem for n in args.node_names}).to_json()
+        if problem:  # waiting for the object may help; evicting pods cannot
+            self.event(args.pod, "GangSizeUnknown", problem)
+            return FilterResult([], unresolvable={n: problem for n in args.node_names}).to_json()
         result = self._filter(args.pod, args.node_names, sizes, topology)
         # A gang that looks incomplete may only be ahead of our watch (kube-scheduler saw its pods first): give
         # the watch a moment. Still incomplete, it is an Error, not FailedNodes: kube-scheduler then retries
         # the pod after its backoff (1-10 s); rejected nodes would park it among the unschedulable pods until
         # some unrelated cluster event (a gated last member never sends one).
         deadline = time.monotonic() + GANG_CATCH_UP_S
-        while result.error and time.monotonic() < deadline:
+        while result.error and GANG_INCOMPLETE in result.error and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
             result = self._filter(args.pod, args.node_names, sizes, topology)
-        if result.error:  # told only once the watch had its chance: no Event for a gang planned 20 ms later
-            self._event(args.pod, "GangWaiting", result.error)
+        if result.error and GANG_INCOMPLETE in result.error:  # told only once the watch had its chance
+            self.event(args.pod, "GangWaiting", result.error)
         return result.to_json()
+
+    def gang_sizes(self, gang: GangRef) -> tuple[dict[str, int], dict[str, str]]:
+        """Sizes and topology keys of size objects read recently (for callers that cannot wait for a read)."""
+        cached = self._objects.get(gang.size_object or "")
+        if not cached:
+            return {}, {}
+        return {gang.size_object: cached[0]}, ({gang.size_object: cached[1]} if cached[1] else {})  # type: ignore[dict-item]
 
     async def _gang_object(self, pod: dict) -> tuple[dict[str, int], dict[str, str], str]:
         """Read the PodGroup / PodGang that holds a gang's size (cached 10 s). Returns sizes, topology, problem."""
@@ -176,16 +173,31 @@ class Extender:
         cached = self._objects.get(gang.size_object)
         if cached and now - cached[2] < 10:
             return {gang.size_object: cached[0]}, ({gang.size_object: cached[1]} if cached[1] else {}), ""
-        group, version, plural = SIZE_OBJECTS[gang.source]
+        group, versions, plural = SIZE_OBJECTS[gang.source]
         kind = gang.size_object.split(" ", 1)[0]
+        # the version this server serves first (remembered), then the others: a 404 may mean "not served"
+        served = self._served.get(gang.source)
+        tries = [served] if served else list(versions)
         try:
-            obj = await client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-                group, version, gang.namespace, plural, gang.name)
+            for i, version in enumerate(tries):
+                try:
+                    obj = await client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                        group, version, gang.namespace, plural, gang.name)
+                    self._served[gang.source] = version
+                    break
+                except ApiException as exc:
+                    if exc.status != 404 or i == len(tries) - 1:
+                        raise
         except ApiException as exc:
+            version = " or ".join(tries)
             what = {404: "not found (or its CRD is not installed)", 403: "not readable: RBAC forbids it"}.get(
                 exc.status, f"unreadable ({exc.status} {exc.reason})")
             return {}, {}, (f"gang {gang.name}: {kind} {gang.namespace}/{gang.name} ({group}/{version}) is {what}; "
                             "create it, or annotate the pods with clique.dev/gang-size")
+        except Exception as exc:  # noqa: BLE001 - API server unreachable or its answer unreadable: wait, retry
+            return {}, {}, f"gang {gang.name}: {kind} {gang.namespace}/{gang.name} could not be read ({exc!r:.200})"
+        if not isinstance(obj, dict):
+            return {}, {}, f"gang {gang.name}: {kind} {gang.namespace}/{gang.name} is not an object"
         size, topo_key = size_from_object(gang.source, obj)
         if size is None:
             return {}, {}, f"gang {gang.name}: {gang.size_object} has no member count; set it, or annotate clique.dev/gang-size"
@@ -195,20 +207,24 @@ class Extender:
     def _filter(self, pod: dict, nodes: list[str], sizes: dict[str, int] | None = None,
                 topology: dict[str, str] | None = None) -> FilterResult:
         self._expire()
-        key = _pod_key(pod)
         gang = recognize(pod, sizes, topology)
-        host, reason = self._host_for(pod, key, gang, nodes)
+        host, reason = self._host_for(pod, pod_key(pod), gang, nodes)
         if host is None and GANG_INCOMPLETE in reason:
             self.metrics.reasons.labels("gang_incomplete").inc()
             return FilterResult([], error=reason)
         if host is None:
             self.metrics.reasons.labels("unschedulable").inc()
-            return FilterResult([], {n: reason for n in nodes})
+            if gang.source == "single":  # evicting a lower-priority pod from one node may make room for one pod
+                return FilterResult([], {n: reason for n in nodes})
+            # A gang's plan covers every node at once: kube-scheduler's pod-by-pod preemption on one node cannot
+            # make it fit, so no node is offered to it (k8s.io/kube-scheduler/extender/v1/types.go).
+            return FilterResult([], unresolvable={n: reason for n in nodes})
         if host not in nodes:  # a list scan: cheaper than building a set of thousands of names per call
-            # kube-scheduler's own filters rejected the planned host (taint, selector, ...): replan the gang.
+            # kube-scheduler's own filters rejected the planned host (taint, selector, ...): replan the gang on
+            # the next attempt, which an Error brings after a short backoff.
             self._release(gang.key, "planned host rejected by kube-scheduler's filters")
-            msg = f"planned host {host} for gang {gang.name} did not pass kube-scheduler's filters; replanning"
-            return FilterResult([], {n: msg for n in nodes})
+            return FilterResult([], error=f"planned host {host} for gang {gang.name} did not pass kube-scheduler's "
+                                          "filters; replanning")
         # Only the planned host: nodes missing from NodeNames are simply not feasible, and a reason for each of
         # thousands of other nodes would cost more to send than the whole decision.
         return FilterResult([host])
@@ -218,62 +234,67 @@ class Extender:
         request = (req.gpus, req.cpu_millis, req.memory, 1)
         res = self.reservations.get(gang.key)
         if res is not None:
-            if key in res.hosts:
-                return res.hosts[key], ""
-            for i, (role, host) in enumerate(res.unclaimed):
-                if role == gang.role:
-                    res.unclaimed.pop(i)
-                    res.hosts[key] = host
-                    res.requests[key] = request
-                    return host, ""
+            host = res.claim(key, gang.role, request)
+            if host is not None:
+                return host, ""
             return None, f"gang {gang.name} is already planned without a place for this pod (role {gang.role})"
         if gang.size is None:
             reason = f"gang {gang.name} has no size: add the clique.dev/gang-size annotation to its pods"
-            self._event(pod, "GangSizeUnknown", reason)
+            self.event(pod, "GangSizeUnknown", reason)
             return None, reason
-        members = self.state.gang_members(gang.key) if gang.source != "single" else [pod]
-        pending = [m for m in members if not (m.get("spec") or {}).get("nodeName")]
-        if gang.source != "single" and len(members) < gang.size:
-            return None, f"gang {gang.name} {GANG_INCOMPLETE}: {len(members)} of {gang.size} exist"
-        roles: dict[str, tuple[int, int, int, int]] = {}
-        counts: dict[str, int] = {}
-        for m in pending if gang.source != "single" else [pod]:
-            r = recognize(m).role
-            q = pod_request(m)
-            prev = roles.get(r, (0, 0, 0, 1))
-            roles[r] = (max(prev[0], q.gpus), max(prev[1], q.cpu_millis), max(prev[2], q.memory), 1)
-            counts[r] = counts.get(r, 0) + 1
-        self._check_tp(pod, gang, roles, counts)
-        spec = Gang(gang.key, tuple(Role(r, counts[r], *roles[r][:3], one_per_host=(r == "leader"))
-                                    for r in sorted(roles)), required_level=gang.required_level,
-                    preferred_level=gang.preferred_level)
-        reserved: dict[str, list[int]] = {}
-        for other in self.reservations.values():
-            for h, use in other.reserved_usage().items():
-                acc = reserved.setdefault(h, [0, 0, 0, 0])
-                for i, v in enumerate(use):
-                    acc[i] += v
-        snapshot = self.state.snapshot({h: tuple(v) for h, v in reserved.items()})  # type: ignore[misc]
+        if gang.source == "single":
+            pending, bound = [pod], {}
+        else:
+            pods = self.state.gang_members(gang.key)
+            if len(pods) < gang.size:
+                return None, f"gang {gang.name} {GANG_INCOMPLETE}: {len(pods)} of {gang.size} exist"
+            members = members_of(pods, self.just_bound())
+            pending, bound = members.pending or [pod], members.bound
+        res, reason = self.plan(gang, pending, bound, nodes=nodes, pod=pod)
+        if res is None:
+            return None, reason
+        return self._host_for(pod, key, gang, nodes)
+
+    def plan(self, gang: GangRef, pending: list[dict], bound: dict[str, str], nodes: list[str] | None,
+             pod: dict) -> tuple[Reservation | None, str]:
+        """Plan the pending members of a gang (joining its bound ones) and reserve their places. `nodes`: the
+        nodes kube-scheduler's filters passed; None: judge each node by the pending pods' own spec instead.
+        Returns the reservation, or None and the reason (an Event on `pod` says it too)."""
+        spec, roles = gang_spec(gang, pending)
+        if not bound:
+            self._check_tp(pod, gang, spec)
+        snapshot = self.state.snapshot(reserved_total(self.reservations.values()))
         # Only the nodes kube-scheduler's own filters passed for this pod (its selectors, affinities, taints):
         # gang members share a template, so they share these constraints.
-        excluded = self._excluded(nodes, snapshot)
+        excluded = self._excluded(nodes, snapshot) if nodes is not None else self._refused_by_spec(pending, snapshot)
         if excluded:
             hosts = dict(snapshot.hosts)
             for h in excluded:
                 hosts[h] = replace(hosts[h], schedulable=False)
             # a new Snapshot: its cached free vectors and arrays are derived again, with these hosts at zero
             snapshot = Snapshot(snapshot.topology, hosts)
-        plan = self.engine.place(snapshot, spec)
-        if not plan.placed:
+        snapshot, spec, problem = join_bound(snapshot, spec, bound.values())
+        plan = self.engine.place(snapshot, spec) if not problem else None
+        if plan is None or not plan.placed:
+            reason = problem or (plan.reason if plan else "")
             self.metrics.gangs.labels("unschedulable").inc()
-            self._event(pod, "GangUnschedulable" if gang.source != "single" else "Unschedulable", plan.reason)
-            return None, plan.reason
+            self.event(pod, "GangUnschedulable" if gang.source != "single" else "Unschedulable", reason)
+            return None, reason
         self.metrics.gangs.labels("planned").inc()
-        log.info("planned gang %s (%s) on %s, cost %s, proof %s, %.1f ms", gang.key, spec.shape(), plan.hosts(),
-                 plan.cost, plan.proof.value, plan.solve_ms)
+        log.info("planned gang %s (%s) on %s%s, cost %s, proof %s, %.1f ms", gang.key, spec.shape(), plan.hosts(),
+                 f" beside bound {sorted(set(bound.values()))}" if bound else "", plan.cost, plan.proof.value,
+                 plan.solve_ms)
         res = Reservation(gang, {}, [(a.role, a.host) for a in plan.assignments], {}, roles, time.monotonic())
         self.reservations[gang.key] = res
-        return self._host_for(pod, key, gang, nodes)
+        return res, ""
+
+    def _refused_by_spec(self, pods: list[dict], snapshot: Snapshot) -> list[str]:
+        out = []
+        for name in snapshot.hosts:
+            node = self.state.nodes.get(name)
+            if node is None or any(node_refusal(p, name, node.labels, node.taints) for p in pods):
+                out.append(name)
+        return out
 
     def _excluded(self, nodes: list[str], snapshot: Snapshot) -> list[str]:
         """Hosts kube-scheduler's filters did not pass. kube-scheduler sends the same list of thousands of names
@@ -286,38 +307,61 @@ class Extender:
         self._last_excluded = (snapshot.topology, nodes, excluded)
         return excluded
 
-    def _check_tp(self, pod: dict, gang: GangRef, roles: dict, counts: dict) -> None:
+    def _check_tp(self, pod: dict, gang: GangRef, spec: Gang) -> None:
         tp = declared_tp_size(pod)
-        gpus = sum(roles[r][0] * counts[r] for r in roles)
-        if tp is not None and gang.source != "single" and tp != gpus:
-            self._event(pod, "TensorParallelMismatch",
-                        f"pods declare tensor-parallel size {tp} but the gang has {gpus} GPUs "
-                        f"({sum(counts.values())} pods)", warning=True)
+        if tp is not None and gang.source != "single" and tp != spec.gpu_count:
+            self.event(pod, "TensorParallelMismatch",
+                        f"pods declare tensor-parallel size {tp} but the gang has {spec.gpu_count} GPUs "
+                        f"({spec.pod_count} pods)", warning=True)
 
     async def prioritize(self, body: Any) -> list:
         args = parse_extender_args(body)
         gang = recognize(args.pod)
         res = self.reservations.get(gang.key)
-        planned = res.hosts.get(_pod_key(args.pod)) if res else None
+        planned = res.hosts.get(pod_key(args.pod)) if res else None
         # Unlisted nodes score 0; send only the planned host.
         return priorities_json({planned: 10} if planned in args.node_names else {})
+
+    async def preempt(self, body: Any) -> dict:
+        """kube-scheduler's pod-by-pod preemption, vetted: a gang member preempts nothing (no victims on one node
+        can make a whole gang fit; gang-aware preemption is its own piece of work), and a single pod may not
+        take a victim that belongs to a gang (evicting one member would break the whole replica)."""
+        args = parse_preemption_args(body)
+        gang = recognize(args.pod)
+        if gang.source != "single":
+            if args.victims:
+                log.info("preemption for %s refused: gang members do not preempt pod by pod", pod_key(args.pod))
+            return preemption_result_json({})
+        in_gang = {str((p.get("metadata") or {}).get("uid")) for p in self.state.pods.values()
+                   if recognize(p).source != "single"} if args.victims else set()
+        kept = {n: v for n, v in args.victims.items() if not in_gang.intersection(v[0])}
+        return preemption_result_json(kept)
 
     async def bind(self, body: Any) -> dict:
         args = parse_binding_args(body)
         key = f"{args.pod_namespace}/{args.pod_name}"
         res = next((r for r in self.reservations.values() if key in r.hosts), None)
+        refusal = self._bind_refusal(key, res, args.node)
+        if refusal:
+            self.metrics.refused_binds.inc()
+            log.warning("bind refused: %s", refusal)
+            return binding_result_json(refusal)
         if res is None or res.gang.source == "single":
             if res is not None:
                 self.reservations.pop(res.gang.key, None)
-            err = await self._create_binding(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
+            err = await self.binder.bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
+            if not err:
+                self.note_bound(key, args.node)
             return binding_result_json(err)
-        if res.hosts[key] != args.node:
-            return binding_result_json(f"pod {key} was planned on {res.hosts[key]}, not {args.node}")
-        res.arrived[key] = args.pod_uid
         if res.done is None:
             res.done = asyncio.get_running_loop().create_future()
-        if len(res.arrived) == res.planned:
-            asyncio.get_running_loop().create_task(self._bind_all(res))
+        if not res.direct:
+            if key in res.arrived:
+                log.info("bind of %s asked again while its gang %s is waiting or binding", key, res.gang.key)
+            res.arrived[key] = args.pod_uid
+            if len(res.arrived) == res.planned and not res.binding:
+                res.binding = True  # once: a repeated request must not bind the gang twice
+                asyncio.get_running_loop().create_task(self._bind_all(res))
         try:
             err = await asyncio.wait_for(asyncio.shield(res.done), self.bind_timeout_s)
         except asyncio.TimeoutError:
@@ -330,15 +374,38 @@ class Extender:
                     res.done.set_result(err)
         return binding_result_json(err)
 
+    def _bind_refusal(self, key: str, res: Reservation | None, node: str) -> str:
+        """Why a bind request must not be carried out ("" when it may): only a planned host is ever bound."""
+        if res is not None:
+            planned = res.hosts[key]
+            return "" if planned == node else f"pod {key} was planned on {planned}, not {node}; no Binding sent"
+        pod = self.state.pods.get(key)
+        if pod is None:
+            return f"pod {key} is not a pending pod this extender knows; no Binding sent"
+        if recognize(pod).source != "single":
+            return (f"pod {key} belongs to gang {recognize(pod).name}, which has no plan here (was the extender "
+                    "restarted?); no Binding sent, kube-scheduler will retry")
+        info = self.state.nodes.get(node)
+        if info is None or not info.schedulable:
+            return f"node {node} is {'unknown' if info is None else 'not schedulable'}; no Binding sent for {key}"
+        return ""
+
     async def _bind_all(self, res: Reservation) -> None:
-        results = await asyncio.gather(*(
-            self._create_binding(*k.split("/", 1), uid, res.hosts[k]) for k, uid in sorted(res.arrived.items())))
+        places = [(k, uid, res.hosts[k]) for k, uid in sorted(res.arrived.items())]
+        results = await self.binder.bind_gang(places)
+        done = [k for (k, _, _), e in zip(places, results) if not e]
+        for k, _, node in places:
+            if k in done:
+                self.note_bound(k, node)
         errors = [e for e in results if e]
         if errors:
             # roll back: members already bound are deleted (their controller recreates them) so no half gang runs
-            await self._rollback(res, [k for k, e in zip(sorted(res.arrived), results) if not e])
-            err = f"gang {res.gang.name}: binding failed ({errors[0]}); rolled back"
+            failed = await self.binder.delete_pods(done, f"gang {res.gang.key}: a Binding failed")
+            err = f"gang {res.gang.name}: binding failed ({errors[0]}); rolled back {len(done)} bound member(s)"
+            if failed:
+                err += f"; rollback failed: {'; '.join(failed)}"
             self.metrics.gangs.labels("rolled_back").inc()
+            log.warning("%s", err)
         else:
             err = ""
             self.metrics.gangs.labels("bound").inc()
@@ -347,27 +414,17 @@ class Extender:
         if res.done is not None and not res.done.done():
             res.done.set_result(err)
 
-    async def _create_binding(self, ns: str, name: str, uid: str, node: str) -> str:
-        from kubernetes_asyncio import client
-        from kubernetes_asyncio.client.exceptions import ApiException
+    def note_bound(self, key: str, node: str) -> None:
+        self._just_bound[key] = (node, time.monotonic())
 
-        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns, "uid": uid},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
-        try:
-            await client.CoreV1Api(self.api).create_namespaced_pod_binding(name, ns, body, _preload_content=False)
-            return ""
-        except ApiException as exc:
-            return f"binding {ns}/{name} to {node}: {exc.status} {exc.reason}"
-
-    async def _rollback(self, res: Reservation, bound: list[str]) -> None:
-        from kubernetes_asyncio import client
-
-        for key in bound:
-            ns, name = key.split("/", 1)
-            try:
-                await client.CoreV1Api(self.api).delete_namespaced_pod(name, ns, grace_period_seconds=0)
-            except Exception as exc:  # noqa: BLE001
-                log.error("rollback of %s failed: %s", key, exc)
+    def just_bound(self) -> dict[str, str]:
+        """Pods this process bound that the watch may not show yet (pod key -> node); older entries dropped."""
+        now = time.monotonic()
+        for k, (_, at) in list(self._just_bound.items()):
+            pod = self.state.pods.get(k)
+            if now - at > JUST_BOUND_S or pod is None or (pod.get("spec") or {}).get("nodeName"):
+                del self._just_bound[k]
+        return {k: node for k, (node, _) in self._just_bound.items()}
 
     def _expire(self) -> None:
         """Release reservations whose members stopped coming (e.g. pods deleted before bind)."""
@@ -382,37 +439,14 @@ class Extender:
             log.info("released gang %s: %s", gang_key, why)
 
     # ------------------------------------------------------------------ events
-    def _event(self, pod: dict, reason: str, message: str, warning: bool = False) -> None:
+    def event(self, pod: dict, reason: str, message: str, warning: bool = False) -> None:
         """An Event on the pod, at most once a minute per pod and reason; sent without blocking the verb."""
-        key = (_pod_key(pod), reason)
+        key = (pod_key(pod), reason)
         now = time.monotonic()
         if now - self._event_sent.get(key, -1e9) < 60:
             return
+        if len(self._event_sent) > 10_000:  # bounded: forget what is past its minute
+            self._event_sent = {k: t for k, t in self._event_sent.items() if now - t < 60}
         self._event_sent[key] = now
         log.info("%s %s: %s", reason, key[0], message)
-        asyncio.get_running_loop().create_task(self._send_event(pod, reason, message, warning))
-
-    async def _send_event(self, pod: dict, reason: str, message: str, warning: bool) -> None:
-        from datetime import datetime, timezone
-
-        from kubernetes_asyncio import client
-
-        md = pod.get("metadata") or {}
-        ns = md.get("namespace") or "default"
-        stamp = datetime.now(timezone.utc)
-        body = {"apiVersion": "v1", "kind": "Event",
-                "metadata": {"generateName": f"{md.get('name')}.clique-", "namespace": ns},
-                "involvedObject": {"kind": "Pod", "name": md.get("name"), "namespace": ns, "uid": md.get("uid"),
-                                   "apiVersion": "v1"},
-                "reason": reason, "message": message[:1024], "type": "Warning" if warning else "Normal",
-                "source": {"component": self.scheduler_name}, "firstTimestamp": stamp, "lastTimestamp": stamp,
-                "count": 1}
-        try:
-            await client.CoreV1Api(self.api).create_namespaced_event(ns, body)
-        except Exception as exc:  # noqa: BLE001 - an Event is advice; never fail the verb for it
-            log.warning("event %s on %s/%s not sent: %s", reason, ns, md.get("name"), exc)
-
-
-def _pod_key(pod: dict) -> str:
-    md = pod.get("metadata") or {}
-    return f"{md.get('namespace') or 'default'}/{md.get('name')}"
+        asyncio.get_running_loop().create_task(self.binder.event(pod, reason, message, warning))

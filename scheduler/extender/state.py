@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import numpy as np
 
+from scheduler.extender.nodefit import HARD_EFFECTS
 from scheduler.gangs import pod_request
 from scheduler.gangs import recognize as recognize_gang
 from scheduler.placement.types import HostState, Snapshot
@@ -37,7 +38,8 @@ class NodeInfo:
     cpu_millis: int
     memory: int
     pods: int
-    schedulable: bool
+    schedulable: bool  # Ready and not cordoned (taints are judged per pod: most tolerate GPU nodes' taints)
+    taints: tuple[dict, ...] = ()  # NoSchedule / NoExecute taints
 
 
 def node_info(node: Mapping[str, Any]) -> NodeInfo:
@@ -50,9 +52,12 @@ def node_info(node: Mapping[str, Any]) -> NodeInfo:
         log.warning("node %s: unreadable allocatable (%s); treating it as full", md.get("name"), exc)
         gpus, cpu, mem, pods = 0, 0, 0, 0
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-    no_schedule = any(t.get("effect") in ("NoSchedule", "NoExecute") for t in spec.get("taints") or [])
+    taints = tuple(t for t in spec.get("taints") or [] if isinstance(t, dict) and t.get("effect") in HARD_EFFECTS)
+    # The node lifecycle controller's taints (not-ready, unreachable, unschedulable, pressure) mean the node is out
+    # for every pod we place; other taints (e.g. nvidia.com/gpu:NoSchedule) are for the pods' tolerations.
+    lifecycle = any(str(t.get("key", "")).startswith("node.kubernetes.io/") for t in taints)
     return NodeInfo(md.get("name", ""), dict(md.get("labels") or {}), dict(md.get("annotations") or {}), gpus, cpu,
-                    mem, pods, ready and not spec.get("unschedulable") and not no_schedule)
+                    mem, pods, ready and not spec.get("unschedulable") and not lifecycle, taints)
 
 
 class ClusterState:
@@ -69,6 +74,7 @@ class ClusterState:
         self._contrib: dict[str, tuple[str, tuple[int, int, int, int]]] = {}  # pod key -> (node, its request)
         self.gang_index: dict[str, set[str]] = {}  # gang key -> pod keys
         self._gang_of: dict[str, str] = {}  # pod key -> gang key
+        self.touched_gangs: set[str] = set()  # gangs whose pods changed since the gang recovery last looked
         self.node_version = 0  # bumped when the node set, labels, GPUs or NVLink annotation change
         self.version = 0  # bumped on any change that alters a snapshot
         self._topology: Topology | None = None
@@ -194,6 +200,7 @@ class ClusterState:
         old_gang = self._gang_of.pop(key, None)
         if old_gang is not None:
             self.gang_index.get(old_gang, set()).discard(key)
+            self.touched_gangs.add(old_gang)
         if gone:
             self.pods.pop(key, None)
         else:
@@ -201,6 +208,7 @@ class ClusterState:
             gang = self.recognize(obj).key
             self._gang_of[key] = gang
             self.gang_index.setdefault(gang, set()).add(key)
+            self.touched_gangs.add(gang)
         self.version += 1
 
     # ------------------------------------------------------------------ views
@@ -267,6 +275,10 @@ class ClusterState:
         snap.__dict__["untouched"] = dict(self._base_untouched)
         snap.__dict__["untouched_vector"] = self._untouched_vec.copy()
         return snap
+
+    def take_touched_gangs(self) -> set[str]:
+        touched, self.touched_gangs = self.touched_gangs, set()
+        return touched
 
     def gang_members(self, gang_key: str) -> list[dict]:
         """Pods of one gang, bound or not (from the index kept on pod events)."""

@@ -8,10 +8,17 @@ Malformed input raises WireError with a message that names the field; the servic
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_SCORE = 10  # MaxExtenderPriority
+# Object names as the API server accepts them (DNS-1123 subdomain, k8s.io/apimachinery validation.go): anything
+# else cannot name a real pod or node, so it is refused here instead of reaching an API call or a log line.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+MAX_QUANTITY = 10**15  # base units (1 PB of memory, 10^15 GPUs): far above a real pod, and fits int64 in millis
+MAX_NODE_NAMES = 100_000  # far above any real cluster; bounds the work one request can ask for
 
 
 class WireError(ValueError):
@@ -41,16 +48,106 @@ class ExtenderArgs:
     full_nodes: bool  # True when full Node objects were sent (nodeCacheCapable: false)
 
 
+def is_name(value: Any) -> bool:
+    """A string the API server would accept as a pod, namespace or node name."""
+    return isinstance(value, str) and len(value) <= 253 and _NAME.fullmatch(value) is not None
+
+
+def _string_map(value: Any, where: str) -> None:
+    if value is not None and (not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+        raise WireError(f"{where}: expected a map of strings to strings")
+
+
+def _quantity(value: Any, where: str) -> None:
+    from topology.quantity import QuantityError, parse_quantity
+
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):
+        raise WireError(f"{where}: expected a quantity such as '8', '500m' or '64Gi', got {value!r:.40}")
+    if isinstance(value, str):
+        if len(value) > 64:
+            raise WireError(f"{where}: quantity longer than 64 characters")
+    try:
+        amount = parse_quantity(value)
+        if not amount.is_finite():
+            raise QuantityError(str(value))
+    except (QuantityError, ArithmeticError):
+        raise WireError(f"{where}: {value!r:.40} is not a Kubernetes quantity; write e.g. '8', '500m' or '64Gi'") from None
+    if not 0 <= amount <= MAX_QUANTITY:
+        raise WireError(f"{where}: quantity {value!r:.40} is out of range (0 to {MAX_QUANTITY:.0e})")
+
+
+def validate_pod(pod: Any, where: str = "ExtenderArgs.Pod") -> None:
+    """The fields of a Pod that the extender reads have the types the API serves; raises WireError naming the
+    first one that does not (the request is answered 400 before any of it is used)."""
+    if not isinstance(pod, dict):
+        raise WireError(f"{where}: expected a Pod object")
+    md = pod.get("metadata")
+    if not isinstance(md, dict):
+        raise WireError(f"{where}.metadata: expected an object")
+    if not is_name(md.get("name")):
+        raise WireError(f"{where}.metadata.name: expected a pod name (lowercase DNS subdomain), got {md.get('name')!r:.60}")
+    if md.get("namespace") is not None and not is_name(md["namespace"]):
+        raise WireError(f"{where}.metadata.namespace: expected a namespace name, got {md['namespace']!r:.60}")
+    if md.get("uid") is not None and not isinstance(md["uid"], str):
+        raise WireError(f"{where}.metadata.uid: expected a string")
+    _string_map(md.get("labels"), f"{where}.metadata.labels")
+    _string_map(md.get("annotations"), f"{where}.metadata.annotations")
+    owners = md.get("ownerReferences")
+    if owners is not None and (not isinstance(owners, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("kind", ""), str) and isinstance(o.get("name", ""), str)
+            for o in owners)):
+        raise WireError(f"{where}.metadata.ownerReferences: expected a list of objects with string kind and name")
+    spec = pod.get("spec")
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, dict):
+        raise WireError(f"{where}.spec: expected an object")
+    for field_name in ("nodeName", "schedulerName", "priorityClassName"):
+        if spec.get(field_name) is not None and not isinstance(spec[field_name], str):
+            raise WireError(f"{where}.spec.{field_name}: expected a string")
+    group = spec.get("schedulingGroup")
+    if group is not None and (not isinstance(group, dict) or not isinstance(group.get("podGroupName", ""), str)):
+        raise WireError(f"{where}.spec.schedulingGroup: expected an object with a string podGroupName")
+    _string_map(spec.get("nodeSelector"), f"{where}.spec.nodeSelector")
+    for kind in ("containers", "initContainers"):
+        containers = spec.get(kind)
+        if containers is None:
+            continue
+        if not isinstance(containers, list):
+            raise WireError(f"{where}.spec.{kind}: expected a list of containers")
+        for i, c in enumerate(containers):
+            at = f"{where}.spec.{kind}[{i}]"
+            if not isinstance(c, dict):
+                raise WireError(f"{at}: expected a container object")
+            for args in ("command", "args"):
+                if c.get(args) is not None and not isinstance(c[args], list):
+                    raise WireError(f"{at}.{args}: expected a list of strings")
+            res = c.get("resources")
+            if res is None:
+                continue
+            if not isinstance(res, dict):
+                raise WireError(f"{at}.resources: expected an object")
+            for part in ("limits", "requests"):
+                values = res.get(part)
+                if values is None:
+                    continue
+                if not isinstance(values, dict):
+                    raise WireError(f"{at}.resources.{part}: expected a map of resource names to quantities")
+                for name, value in values.items():
+                    _quantity(value, f"{at}.resources.{part}[{name!r:.40}]")
+
+
 def parse_extender_args(body: Any) -> ExtenderArgs:
     obj = _require_object(body, "ExtenderArgs")
     pod = _get(obj, "Pod")
-    if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict) or not pod["metadata"].get("name"):
-        raise WireError("ExtenderArgs.Pod: expected a Pod object with metadata.name")
+    validate_pod(pod)
     names = _get(obj, "NodeNames")
     nodes = _get(obj, "Nodes")
     if names is not None:
         # set(map(type, ...)) runs in C: this check is on every filter call with thousands of names
-        if not isinstance(names, list) or not set(map(type, names)) <= {str}:
+        if not isinstance(names, list) or not set(map(type, names)) <= {str} or len(names) > MAX_NODE_NAMES:
             raise WireError("ExtenderArgs.NodeNames: expected a list of node names")
         return ExtenderArgs(pod, list(names), False)
     if nodes is not None:
@@ -80,10 +177,58 @@ def parse_binding_args(body: Any) -> BindingArgs:
     vals = {}
     for f in ("PodName", "PodNamespace", "PodUID", "Node"):
         v = _get(obj, f)
-        if not isinstance(v, str) or (f != "PodUID" and not v):
-            raise WireError(f"ExtenderBindingArgs.{f}: expected a non-empty string")
+        if f == "PodUID" and not (isinstance(v, str) and len(v) <= 128 and v.isascii()):
+            raise WireError("ExtenderBindingArgs.PodUID: expected the pod's UID (a string)")
+        if f != "PodUID" and not is_name(v):
+            raise WireError(f"ExtenderBindingArgs.{f}: expected a {'node' if f == 'Node' else 'pod or namespace'} "
+                            f"name (lowercase DNS subdomain), got {v!r:.60}")
         vals[f] = v
     return BindingArgs(vals["PodName"], vals["PodNamespace"], vals["PodUID"], vals["Node"])
+
+
+@dataclass(frozen=True)
+class PreemptionArgs:
+    """ExtenderPreemptionArgs: the pod and, per node, the UIDs of the victims kube-scheduler chose there
+    (NodeNameToMetaVictims with nodeCacheCapable; the UIDs of NodeNameToVictims' pods otherwise)."""
+
+    pod: dict[str, Any]
+    victims: dict[str, tuple[list[str], int]]  # node -> (victim UIDs, PDB violations)
+
+
+def parse_preemption_args(body: Any) -> PreemptionArgs:
+    obj = _require_object(body, "ExtenderPreemptionArgs")
+    pod = _get(obj, "Pod")
+    validate_pod(pod, "ExtenderPreemptionArgs.Pod")
+    meta, full = _get(obj, "NodeNameToMetaVictims"), _get(obj, "NodeNameToVictims")
+    where = "NodeNameToMetaVictims" if meta is not None else "NodeNameToVictims"
+    given = meta if meta is not None else full
+    if given is None:
+        return PreemptionArgs(pod, {})
+    if not isinstance(given, dict):
+        raise WireError(f"ExtenderPreemptionArgs.{where}: expected a map of node names to victims")
+    out: dict[str, tuple[list[str], int]] = {}
+    for node, v in given.items():
+        at = f"ExtenderPreemptionArgs.{where}[{node!r:.60}]"
+        if not isinstance(v, dict) or not isinstance(_get(v, "Pods") or [], list):
+            raise WireError(f"{at}: expected an object with a list of Pods")
+        uids = []
+        for i, p in enumerate(_get(v, "Pods") or []):
+            uid = _get(p, "UID") if meta is not None and isinstance(p, dict) else (
+                (p.get("metadata") or {}).get("uid") if isinstance(p, dict) else None)
+            if not isinstance(uid, str):
+                raise WireError(f"{at}.Pods[{i}]: expected a pod with a UID")
+            uids.append(uid)
+        pdb = _get(v, "NumPDBViolations") or 0
+        if isinstance(pdb, bool) or not isinstance(pdb, int):
+            raise WireError(f"{at}.NumPDBViolations: expected an integer")
+        out[node] = (uids, pdb)
+    return PreemptionArgs(pod, out)
+
+
+def preemption_result_json(victims: dict[str, tuple[list[str], int]]) -> dict[str, Any]:
+    """ExtenderPreemptionResult; kube-scheduler preempts on none of the nodes left out."""
+    return {"NodeNameToMetaVictims": {n: {"Pods": [{"UID": u} for u in uids], "NumPDBViolations": pdb}
+                                      for n, (uids, pdb) in victims.items()}}
 
 
 @dataclass

@@ -163,14 +163,15 @@ def http_ok(url: str, token: str | None = None, ca_file: str | None = None, inse
         return False
 
 
-def start_service(args: list[str], log: Path, port: int, what: str, ready_timeout_s: float = 60.0) -> subprocess.Popen:
+def start_service(args: list[str], log: Path, port: int, what: str, ready_timeout_s: float = 60.0,
+                  env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start `python -m clique ARGS` (one of our own services) and wait until http://127.0.0.1:PORT/readyz
-    answers; on failure the process is killed and the error names the log."""
+    answers; on failure the process is killed and the error names the log. `env`: extra variables."""
     import sys
 
     with open(log, "ab") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "clique", *args], stdout=fh, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
     deadline = time.monotonic() + ready_timeout_s
     while not http_ok(f"http://127.0.0.1:{port}/readyz"):
         if proc.poll() is not None or time.monotonic() > deadline:

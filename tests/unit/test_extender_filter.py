@@ -24,7 +24,7 @@ def _extender(hosts: int) -> tuple[Extender, list[str]]:
     state = ClusterState(preset("generic"))
     state._set_nodes([node_manifest(h, ready=True) for h in spec.hosts()])
     ext = Extender(state, None)
-    ext._event = lambda *a, **k: None  # Events need the API; not what this test is about
+    ext.event = lambda *a, **k: None  # Events need the API; not what this test is about
     return ext, [h.name for h in spec.hosts()]
 
 
@@ -43,10 +43,11 @@ def test_filter_plans_only_on_the_nodes_kube_scheduler_passed_even_when_a_list_r
     assert again and again[0] in names
 
 
-def test_filter_rejects_every_node_with_the_reason_when_the_passed_nodes_cannot_hold_the_gang():
+def test_a_gang_that_cannot_fit_is_unresolvable_on_every_node_so_no_preemption_is_invited():
     ext, names = _extender(4)
     pods = [_pod("big", i, 3) for i in range(3)]
     ext.state._set_pods(pods)
     res = ext._filter(pods[0], names[:2]).to_json()
-    assert not res.get("NodeNames") and set(res["FailedNodes"]) == set(names[:2])
-    assert all("big" in reason for reason in res["FailedNodes"].values())
+    assert not res.get("NodeNames") and not res["FailedNodes"]
+    assert set(res["FailedAndUnresolvableNodes"]) == set(names[:2])
+    assert all("big" in reason for reason in res["FailedAndUnresolvableNodes"].values())

@@ -118,3 +118,10 @@ def test_topology_from_the_podgroup_applies_unless_the_pod_says_otherwise():
     assert (g.size, g.required_level) == (2, "nvidia.com/gpu.clique")
     p["metadata"]["annotations"]["clique.dev/topology-required"] = "zone"
     assert recognize(p, {"PodGroup infer/wl": 2}, {"PodGroup infer/wl": "nvidia.com/gpu.clique"}).required_level == "zone"
+
+
+def test_a_podgroup_with_the_basic_policy_is_placed_pod_by_pod():
+    p = pod("wl-a", spec={"schedulingGroup": {"podGroupName": "wl"}, "containers": []})
+    size, _ = size_from_object("podgroup", {"spec": {"schedulingPolicy": {"basic": {}}}})
+    g = recognize(p, {"PodGroup infer/wl": size})
+    assert (g.source, g.name, g.size) == ("single", "wl-a", 1)

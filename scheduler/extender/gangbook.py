@@ -1,0 +1,220 @@
+"""Gang bookkeeping of the extender: reservations, and the decisions about a gang's members. Pure (no I/O; the
+clock is passed in).
+
+- `Reservation`: where each member of a planned gang goes, held until all of them are bound.
+- `members_of`: which members of a gang are bound (and where) and which are pending.
+- `gang_spec`: the engine's Gang for the pending members, one role per role name, each with its own request.
+- `join_bound`: the snapshot narrowed so that pending members can only join their bound siblings inside the
+  domain the gang's required level demands (a replacement pod, or a gang whose bind was interrupted).
+- `decide_half_gang`: what to do with a gang some of whose members are bound and the rest pending: complete it,
+  restart it (delete the bound members so its controller recreates the gang whole) or wait.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from scheduler.gangs import GangRef, pod_request, recognize
+from scheduler.placement.types import Affinity, Gang, Role, Snapshot
+
+Request = tuple[int, int, int, int]  # gpus, cpu millis, memory bytes, pods
+
+
+def pod_key(pod: Mapping[str, Any]) -> str:
+    md = pod.get("metadata") or {}
+    return f"{md.get('namespace') or 'default'}/{md.get('name')}"
+
+
+@dataclass
+class Reservation:
+    """A planned gang whose members are not all bound yet. Mutable: members claim their places as they come."""
+
+    gang: GangRef
+    hosts: dict[str, str]  # pod key -> planned host (claimed members)
+    unclaimed: list[tuple[str, str]]  # (role, host) not yet claimed by a pod
+    requests: dict[str, Request]  # pod key -> its request (claimed members)
+    role_requests: dict[str, Request]  # role -> per-pod request (unclaimed places)
+    created: float
+    arrived: dict[str, str] = field(default_factory=dict)  # pod key -> uid, members that reached bind
+    done: Any = None  # asyncio.Future set when the gang's Bindings are done (the service owns it)
+    binding: bool = False  # its Bindings have been started
+    direct: bool = False  # bound by the gang recovery itself, not through kube-scheduler's bind calls
+
+    @property
+    def planned(self) -> int:
+        return len(self.hosts) + len(self.unclaimed)
+
+    def unclaimed_hosts(self) -> list[str]:
+        return [h for _, h in self.unclaimed]
+
+    def claim(self, key: str, role: str, request: Request) -> str | None:
+        """The planned host of pod `key`, claiming an unclaimed place of its role on first sight."""
+        if key in self.hosts:
+            return self.hosts[key]
+        for i, (r, host) in enumerate(self.unclaimed):
+            if r == role:
+                self.unclaimed.pop(i)
+                self.hosts[key] = host
+                self.requests[key] = request
+                return host
+        return None
+
+    def reserved_usage(self) -> dict[str, Request]:
+        """Resources held on each host for members not bound yet (all of them: binding is all at once)."""
+        out: dict[str, list[int]] = {}
+        places = [(h, self.requests[p]) for p, h in self.hosts.items()] + [
+            (h, self.role_requests[r]) for r, h in self.unclaimed]
+        for host, req in places:
+            acc = out.setdefault(host, [0, 0, 0, 0])
+            for i, v in enumerate(req):
+                acc[i] += v
+        return {h: (v[0], v[1], v[2], v[3]) for h, v in out.items()}
+
+
+def reserved_total(reservations: Iterable[Reservation]) -> dict[str, Request]:
+    """What all reservations hold, per host."""
+    total: dict[str, list[int]] = {}
+    for res in reservations:
+        for h, use in res.reserved_usage().items():
+            acc = total.setdefault(h, [0, 0, 0, 0])
+            for i, v in enumerate(use):
+                acc[i] += v
+    return {h: (v[0], v[1], v[2], v[3]) for h, v in total.items()}
+
+
+@dataclass(frozen=True)
+class Members:
+    """The members of one gang as the API server shows them (plus Bindings this process made and the watch has
+    not shown yet)."""
+
+    bound: dict[str, str]  # pod key -> node
+    pending: list[dict]  # pod dicts, in key order
+
+    @property
+    def half(self) -> bool:
+        return bool(self.bound) and bool(self.pending)
+
+
+def members_of(pods: Iterable[Mapping[str, Any]], just_bound: Mapping[str, str] | None = None) -> Members:
+    bound: dict[str, str] = {}
+    pending: list[dict] = []
+    for p in pods:
+        key = pod_key(p)
+        node = (p.get("spec") or {}).get("nodeName") or (just_bound or {}).get(key)
+        if node:
+            bound[key] = node
+        else:
+            pending.append(dict(p))
+    return Members(bound, pending)
+
+
+def gang_spec(gang: GangRef, pending: list[Mapping[str, Any]]) -> tuple[Gang, dict[str, Request]]:
+    """The engine's Gang for the pending members and each role's per-pod request (the largest of its pods)."""
+    roles: dict[str, Request] = {}
+    counts: dict[str, int] = {}
+    for m in pending:
+        r = recognize(m).role if gang.source != "single" else gang.role
+        q = pod_request(m)
+        prev = roles.get(r, (0, 0, 0, 1))
+        roles[r] = (max(prev[0], q.gpus), max(prev[1], q.cpu_millis), max(prev[2], q.memory), 1)
+        counts[r] = counts.get(r, 0) + 1
+    spec = Gang(gang.key, tuple(Role(r, counts[r], *roles[r][:3], one_per_host=(r == "leader"))
+                                for r in sorted(roles)),
+                required_level=gang.required_level, preferred_level=gang.preferred_level)
+    return spec, roles
+
+
+def join_bound(snapshot: Snapshot, spec: Gang, bound_hosts: Iterable[str]) -> tuple[Snapshot, Gang, str]:
+    """Narrow `snapshot` so the pending members of `spec` can only go where their bound siblings leave room for
+    the whole gang: inside the bound members' domain at the required level, and preferably near them. Returns
+    (snapshot, gang with an affinity to the bound hosts, problem); a problem means no place can be right."""
+    hosts = sorted(set(bound_hosts))
+    if not hosts:
+        return snapshot, spec, ""
+    topo = snapshot.topology
+    missing = [h for h in hosts if h not in topo.host_paths]
+    if missing:
+        return snapshot, spec, f"gang {spec.name}: bound members are on nodes that are gone ({', '.join(missing)})"
+    near = spec.preferred_level or spec.required_level or (topo.levels[-1].name if topo.levels else None)
+    joined = replace(spec, affinity=Affinity(near, tuple(hosts)) if near else None)
+    if not spec.required_level:
+        return snapshot, joined, ""
+    try:
+        level = topo.level_index(spec.required_level)
+    except KeyError as exc:
+        return snapshot, spec, str(exc.args[0])
+    domains = {topo.domain(h, level) for h in hosts}
+    label = topo.levels[level].label
+    if len(domains) > 1:
+        return snapshot, spec, (f"gang {spec.name}: its bound members already span {len(domains)} {label} domains; "
+                                "the gang must be restarted whole")
+    (domain,) = domains
+    inside = set(topo.domains(level)[domain])
+    narrowed = {n: (h if n in inside or not h.schedulable else replace(h, schedulable=False))
+                for n, h in snapshot.hosts.items()}
+    # a new Snapshot: its cached free vectors and arrays are derived again, with the hosts outside at zero
+    return Snapshot(topo, narrowed), joined, ""
+
+
+class HalfGangAction(enum.Enum):
+    COMPLETE = "complete"  # bind the pending members on the plan's hosts
+    RESTART = "restart"  # delete the bound members: the controller recreates them and the gang goes again whole
+    WAIT = "wait"  # nothing to do now; the reason says why
+
+
+@dataclass(frozen=True)
+class HalfGangDecision:
+    action: HalfGangAction
+    reason: str
+    delete: tuple[str, ...] = ()  # pod keys to delete (RESTART)
+
+
+def _stamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def scheduled_at(pod: Mapping[str, Any]) -> datetime | None:
+    """When the API server recorded the pod as scheduled (its PodScheduled condition)."""
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if isinstance(c, dict) and c.get("type") == "PodScheduled" and c.get("status") == "True":
+            return _stamp(c.get("lastTransitionTime"))
+    return None
+
+
+def interrupted_bind(bound_pods: Iterable[Mapping[str, Any]], pending: Iterable[Mapping[str, Any]]) -> bool:
+    """True when the gang was never whole: every pending member already existed when the last member was bound
+    (a bind cut short, e.g. by a crash). A pending member created after that is a replacement of a member that
+    was lost from a gang that ran. Both times come from the API server (second resolution; a tie counts as
+    interrupted). A bound member without a recorded time counts as just bound."""
+    times = [scheduled_at(p) for p in bound_pods]
+    if any(t is None for t in times):
+        return True
+    last = max(t for t in times if t is not None) if times else None
+    created = [_stamp((p.get("metadata") or {}).get("creationTimestamp")) for p in pending]
+    return last is None or all(c is not None and c <= last for c in created)
+
+
+def decide_half_gang(gang: GangRef, planned_hosts: list[str] | None, problem: str, members: Members,
+                     interrupted: bool) -> HalfGangDecision:
+    """What to do with a gang whose members are partly bound, given the hosts planned for its pending members
+    (joined to the bound ones), or None and the problem that prevented a plan. Purely computational."""
+    if planned_hosts is not None:
+        return HalfGangDecision(HalfGangAction.COMPLETE,
+                                f"gang {gang.name}: {len(members.pending)} pending member(s) join the "
+                                f"{len(members.bound)} bound one(s) on {', '.join(planned_hosts)}")
+    if interrupted:
+        return HalfGangDecision(HalfGangAction.RESTART,
+                                f"gang {gang.name}: its bind was interrupted and the rest cannot join the bound "
+                                f"members ({problem}); deleting the {len(members.bound)} bound member(s) so the gang "
+                                "is placed again whole", tuple(sorted(members.bound)))
+    return HalfGangDecision(HalfGangAction.WAIT,
+                            f"gang {gang.name}: the replacement member(s) wait for room beside the "
+                            f"{len(members.bound)} bound one(s) ({problem})")

@@ -4,9 +4,10 @@ local control plane, writes ./demo-output/ (report.md, PNG plots, JSON).
 1. Offline: every placement policy (Clique's engine and the baselines) places the same seeded stream of
    multi-node inference gangs on the embedded cluster (an H100 SuperPOD-style leaf/spine tree and two GB200
    NVL72 NVLink domains, with existing load) until the first gang does not fit.
-2. Real control plane: the same cluster as KWOK nodes, its topology read back from the API server, and where
-   the stock kube-scheduler puts the four 8-GPU pods of one TP32 replica: pod by pod, with no notion of the
-   gang or of the leaf switch they should share. (Clique's own scheduler joins here with the extender.)
+2. Real control plane (simulations/demo_controlplane.py; its binaries are built here, after the offline
+   results, if they are not cached yet): the same cluster as KWOK nodes; one TP32 replica placed by the stock
+   kube-scheduler (pod by pod) and by clique-scheduler + the extender (whole, inside one leaf); a gang that
+   cannot fit waiting whole; the autoscaler daemon scaling a StatefulSet of gangs up to capacity.
 """
 
 from __future__ import annotations
@@ -14,13 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 from simulations.cli import DEFAULT_SPEC
-from topology.levels import levels_from_labels
-from topology.model import HostInfo, Topology
-from topology.render import render_png, render_text
 from topology.spec import load_cluster_spec
 
 
@@ -32,11 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--output", type=Path, default=Path("demo-output"), help="where the report goes")
     d.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="cluster spec YAML")
     d.set_defaults(func=cmd_demo)
-
-
-def _hosts_from_api(nodes) -> list[HostInfo]:
-    return [HostInfo(n.metadata.name, int(n.status.allocatable.get("nvidia.com/gpu", 0)), dict(n.metadata.labels),
-                     dict(n.metadata.annotations or {})) for n in nodes]
 
 
 def demo_stream(seed: int, count: int = 400):
@@ -164,83 +156,10 @@ def _bar_chart(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from kubernetes import client
-
-    from simulations.controlplane import ControlPlane
-    from simulations.controlplane.kwok_nodes import create_nodes
-
-    spec = load_cluster_spec(args.spec)
-    levels = levels_from_labels([lv.label for lv in spec.levels], [lv.name for lv in spec.levels])
-    args.output.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    print("[demo] 1/4 offline: every placement policy on the embedded cluster, same seeded gang stream ...", flush=True)
-    offline_spec = load_cluster_spec(OFFLINE_SPEC)
-    rows, comparison = placement_comparison(offline_spec, args.output)
-    print(comparison + "\n", flush=True)
-    print("[demo] 2/4 openb multigpu50 (Alibaba trace, 1,213 nodes), fill until the first pod does not fit ...",
-          flush=True)
-    openb_rows, openb_table = openb_comparison(args.output)
-    print(openb_table + "\n", flush=True)
-    print("[demo] 3/4 autoscaler replay of the Azure LLM code trace (57 min of requests) ...", flush=True)
-    replay_rows, replay_text = replay_comparison(args.output)
-    print(replay_text + "\n", flush=True)
-    print("[demo] 4/4 real control plane: starting (etcd, kube-apiserver, kube-controller-manager, "
-          "kube-scheduler, kwok) ...", flush=True)
-    with ControlPlane() as cp:
-        print(f"[demo] up in {cp.startup_seconds:.1f}s at {cp.server}", flush=True)
-        api = cp.api_client()
-        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-        create_nodes(api, spec.hosts())
-        nodes = core.list_node(label_selector="type=kwok").items
-        topo = Topology(_hosts_from_api(nodes), levels)
-        tree = render_text(topo)
-        render_png(topo, args.output / "topology.png", title="embedded demo cluster, as read from the API server")
-        print(f"[demo] {len(nodes)} KWOK nodes Ready; topology read back from the API server:\n{tree}\n", flush=True)
-
-        # A TP32 replica: 4 pods x 8 GPUs, as a Deployment scaled through /scale, placed by the stock scheduler.
-        # Some partly used hosts first, as in any busy cluster.
-        for i in range(6):
-            core.create_namespaced_pod("default", {
-                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"busy-{i}"},
-                "spec": {"automountServiceAccountToken": False,
-                         "nodeSelector": {"kubernetes.io/hostname": f"h100-{i * 5:04d}"},
-                         "containers": [{"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "2"}}}]}})
-        pod_spec = {"automountServiceAccountToken": False, "nodeSelector": {"clique.dev/pool": "h100"},
-                    "containers": [{"name": "vllm", "image": "vllm", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}
-        apps.create_namespaced_deployment("default", {
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "llama-405b-tp32"},
-            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "tp32"}},
-                     "template": {"metadata": {"labels": {"app": "tp32"}}, "spec": pod_spec}}})
-        apps.patch_namespaced_deployment_scale("llama-405b-tp32", "default", {"spec": {"replicas": 4}})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            pods = core.list_namespaced_pod("default", label_selector="app=tp32").items
-            if len(pods) == 4 and all(p.status.phase == "Running" for p in pods):
-                break
-            time.sleep(0.25)
-        else:
-            print("[demo] the replica's pods did not all start within 60s", flush=True)
-            return 1
-        labels = {n.metadata.name: n.metadata.labels for n in nodes}
-        placed = sorted((p.metadata.name, p.spec.node_name) for p in pods)
-        leaves = Counter(labels[n].get("clique.dev/leaf") for _, n in placed)
-        spines = Counter(labels[n].get("clique.dev/spine") for _, n in placed)
-        api.close()
-
-    lines = [f"  {pod:40} -> {node:10} leaf={labels[node].get('clique.dev/leaf')} "
-             f"spine={labels[node].get('clique.dev/spine')}" for pod, node in placed]
-    summary = (f"The stock scheduler placed the 4 x 8-GPU replica on {len(leaves)} leaf switch(es) and "
-               f"{len(spines)} spine block(s); one leaf holds 4 such hosts, so one leaf was possible.")
-    print("[demo] stock kube-scheduler placement of one TP32 replica (4 pods x 8 GPUs):")
-    print("\n".join(lines))
-    print(f"[demo] {summary}")
-    report = args.output / "report.md"
-    report.write_text(
+def _offline_report(args: argparse.Namespace, offline_spec, comparison: str, openb_table: str,
+                    replay_text: str) -> str:
+    return (
         "# Clique demo\n\n"
-        "Local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built from "
-        "their Go modules, on 127.0.0.1.\n\n"
-        f"## Cluster (`{args.spec.name}`)\n\n![topology](topology.png)\n\n```\n{tree}\n```\n\n"
         f"## Placement policies, offline ({offline_spec.host_count} hosts, {offline_spec.gpu_count} GPUs; the same "
         "seeded stream of 400 gangs for every policy; a gang that does not fit waits; a pod-by-pod scheduler's "
         "partial gang keeps its GPUs)\n\n"
@@ -255,12 +174,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "The oracle knows the future load: per 5 s window the fewest prefill replicas that keep every prompt "
         "within the SLO, loaded a model-load ahead (a clairvoyant reference).\n\n"
         f"![replay](replay.png)\n\n![frontier](replay-frontier.png)\n\n```\n{replay_text}\n```\n\n"
-        "## Stock kube-scheduler, one TP32 replica (4 pods x 8 GPUs)\n\n```\n" + "\n".join(lines) + "\n```\n\n"
-        f"{summary}\n\nWith `schedulerName: clique-scheduler`, Clique's extender places such a replica whole, inside one "
-        "leaf (see tests/e2e/test_extender.py and `clique bench e2e`).\n")
-    (args.output / "results.json").write_text(json.dumps(
-        {"offline_placement": rows, "openb_multigpu50": openb_rows, "autoscaling_replay": replay_rows,
-         "stock_scheduler_tp32": {"placement": [{"pod": p, "node": n} for p, n in placed],
-                                  "leaves": len(leaves), "spines": len(spines)}}, indent=1))
-    print(f"[demo] done in {time.monotonic() - t0:.0f}s; report: {report}")
+        "# On the real control plane\n\n"
+        "Local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built from "
+        f"their Go modules, on 127.0.0.1; the cluster spec `{args.spec.name}`.\n\n")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from simulations.controlplane.build import BuildError
+    from simulations.demo_controlplane import ensure_controlplane_binaries, run_controlplane_demo
+
+    spec = load_cluster_spec(args.spec)
+    args.output.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    print("[demo] 1/4 offline: every placement policy on the embedded cluster, same seeded gang stream ...", flush=True)
+    offline_spec = load_cluster_spec(OFFLINE_SPEC)
+    rows, comparison = placement_comparison(offline_spec, args.output)
+    print(comparison + "\n", flush=True)
+    print("[demo] 2/4 openb multigpu50 (Alibaba trace, 1,213 nodes), fill until the first pod does not fit ...",
+          flush=True)
+    openb_rows, openb_table = openb_comparison(args.output)
+    print(openb_table + "\n", flush=True)
+    print("[demo] 3/4 autoscaler replay of the Azure LLM code trace (57 min of requests) ...", flush=True)
+    replay_rows, replay_text = replay_comparison(args.output)
+    print(replay_text + "\n", flush=True)
+    offline_s = time.monotonic() - t0
+    report, results = args.output / "report.md", args.output / "results.json"
+    text = _offline_report(args, offline_spec, comparison, openb_table, replay_text)
+    out: dict = {"offline_placement": rows, "openb_multigpu50": openb_rows, "autoscaling_replay": replay_rows,
+                 "offline_seconds": round(offline_s, 1)}
+    # the offline results are kept even if the control plane cannot be built or started
+    report.write_text(text + "(not run yet)\n")
+    results.write_text(json.dumps(out, indent=1))
+    print(f"[demo] offline parts done in {offline_s:.0f}s; report so far: {report}", flush=True)
+
+    def say(msg: str) -> None:
+        print(msg, flush=True)
+
+    try:
+        ensure_controlplane_binaries(say)
+    except BuildError as exc:
+        print(f"clique: {exc}", flush=True)
+        report.write_text(text + f"Not run: the control plane could not be built.\n\n```\n{exc}\n```\n")
+        return 1
+    cp_results, cp_report = run_controlplane_demo(spec, args.output, say)
+    report.write_text(text + cp_report)
+    out["controlplane"] = cp_results
+    results.write_text(json.dumps(out, indent=1))
+    print(f"[demo] done in {time.monotonic() - t0:.0f}s (offline {offline_s:.0f}s, real control plane "
+          f"{cp_results['seconds']:.0f}s); report: {report}")
     return 0

@@ -18,6 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--levels", help="comma-separated node label keys, outermost first (overrides --preset)")
     e.add_argument("--bind-timeout", type=float, default=10.0,
                    help="seconds a gang member waits in bind for the others (keep well below httpTimeout)")
+    e.add_argument("--reservation-timeout", type=float, default=60.0,
+                   help="seconds a planned gang's places are held for members not created or not at bind yet "
+                        "(e.g. LeaderWorkerSet workers created only once the leader is placed); longer than "
+                        "--bind-timeout")
     e.add_argument("--scheduler-name", default="clique-scheduler")
     e.add_argument("--metrics-listen", help="host:port serving only /metrics and health (e.g. 0.0.0.0:9090)")
     e.set_defaults(func=cmd_extender)
@@ -45,7 +49,7 @@ def cmd_extender(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(serve(args.kubeconfig, host or "127.0.0.1", port_n, levels, args.bind_timeout,
-                          args.scheduler_name, metrics))
+                          args.scheduler_name, metrics, max(args.reservation_timeout, args.bind_timeout)))
     except KubeConfigError as exc:
         print(f"clique scheduler extender: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,8 @@ Sources, first match wins:
     StatefulSet       owner StatefulSet + clique.dev/gang-size annotation: ordinals in groups of that size
 A pod with none of these is a gang of one. Sizes that live in other objects (PodGroup, PodGang) come in through
 `sizes`, looked up by the caller; without them the gang waits with a reason that says what is missing.
-Topology: clique.dev/topology-required / clique.dev/topology-preferred (a level name or a node label key).
+Topology: clique.dev/topology-required / clique.dev/topology-preferred (a level name or a node label key); an LWS
+group's exclusive-topology key is its required level.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
 LWS_GROUP = "leaderworkerset.sigs.k8s.io/group-index"
 LWS_WORKER = "leaderworkerset.sigs.k8s.io/worker-index"
 LWS_SIZE = "leaderworkerset.sigs.k8s.io/size"
+# Copied from the LeaderWorkerSet onto its pods (sigs.k8s.io/lws v0.8.0 pkg/controllers/leaderworkerset_controller.go,
+# api/leaderworkerset/v1/leaderworkerset_types.go): one group per domain of this node label; the worker
+# StatefulSet is created only once the leader has a node (pkg/controllers/pod_controller.go).
+LWS_EXCLUSIVE = "leaderworkerset.sigs.k8s.io/exclusive-topology"
 GROVE_PODGANG = "grove.io/podgang"
 VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 COSCHED_GROUP = "scheduling.x-k8s.io/pod-group"
@@ -75,10 +80,11 @@ def recognize(pod: Mapping[str, Any], sizes: Mapping[str, int] | None = None,
     req, pref = both.get(TOPOLOGY_REQUIRED), both.get(TOPOLOGY_PREFERRED)
     sizes = sizes or {}
 
-    def ref(gang: str, source: str, size: int | None, role: str, size_object: str | None = None) -> GangRef:
+    def ref(gang: str, source: str, size: int | None, role: str, size_object: str | None = None,
+            required_key: str | None = None) -> GangRef:
         if size is None and size_object:
             size = sizes.get(size_object)
-        required = req or ((topology or {}).get(size_object) if size_object else None)
+        required = req or required_key or ((topology or {}).get(size_object) if size_object else None)
         if size == 1:  # a group of one (e.g. a PodGroup with the `basic` policy) is placed pod by pod
             return GangRef(ns, name, "single", 1, "pod", required, pref)
         return GangRef(ns, gang, source, size, role, required, pref, size_object)
@@ -87,7 +93,8 @@ def recognize(pod: Mapping[str, Any], sizes: Mapping[str, int] | None = None,
         return ref(both[GANG], "clique", _int(both.get(GANG_SIZE)), both.get(ROLE, "worker"))
     if LWS_NAME in labels and LWS_GROUP in labels:
         role = "leader" if labels.get(LWS_WORKER, "0") == "0" else "worker"
-        return ref(f"{labels[LWS_NAME]}-{labels[LWS_GROUP]}", "lws", _int(ann.get(LWS_SIZE)), role)
+        return ref(f"{labels[LWS_NAME]}-{labels[LWS_GROUP]}", "lws", _int(ann.get(LWS_SIZE)), role,
+                   required_key=ann.get(LWS_EXCLUSIVE) or None)
     if GROVE_PODGANG in labels:
         return ref(labels[GROVE_PODGANG], "grove", _int(both.get(GANG_SIZE)), both.get(ROLE, "worker"),
                    f"PodGang {ns}/{labels[GROVE_PODGANG]}")
@@ -146,6 +153,10 @@ def declared_tp_size(pod: Mapping[str, Any]) -> int | None:
             return int(m.group(1))
     return None
 
+
+# The LeaderWorkerSet object (sigs.k8s.io/lws v0.8.0 api/leaderworkerset/v1/groupversion_info.go): group, version,
+# plural; read for spec.startupPolicy and spec.leaderWorkerTemplate.workerTemplate (leaderworkerset_types.go).
+LWS_OBJECT = ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets")
 
 # Where each gang source keeps its size: (API group, versions to try in order, plural) of the object named by
 # `size_object`. Kubernetes' own PodGroup is served as scheduling.k8s.io/v1beta1 from 1.37 and as v1alpha2 in 1.36,

@@ -41,6 +41,7 @@ class Reservation:
     arrived: dict[str, str] = field(default_factory=dict)  # pod key -> uid, members that reached bind
     done: Any = None  # asyncio.Future set when the gang's Bindings are done (the service owns it)
     binding: bool = False  # its Bindings have been started
+    leader_first: bool = False  # an LWS leader is bound alone first; its workers are created afterwards
     direct: bool = False  # bound by the gang recovery itself, not through kube-scheduler's bind calls
 
     @property
@@ -111,10 +112,14 @@ def members_of(pods: Iterable[Mapping[str, Any]], just_bound: Mapping[str, str] 
     return Members(bound, pending)
 
 
-def gang_spec(gang: GangRef, pending: list[Mapping[str, Any]]) -> tuple[Gang, dict[str, Request]]:
-    """The engine's Gang for the pending members and each role's per-pod request (the largest of its pods)."""
+def gang_spec(gang: GangRef, pending: list[Mapping[str, Any]],
+              workers: tuple[int, Request] | None = None) -> tuple[Gang, dict[str, Request]]:
+    """The engine's Gang for the pending members and each role's per-pod request (the largest of its pods),
+    plus `workers` (count, per-pod request) for members of role worker that do not exist yet."""
     roles: dict[str, Request] = {}
     counts: dict[str, int] = {}
+    if workers is not None and workers[0] > 0:
+        roles["worker"], counts["worker"] = workers[1], workers[0]
     for m in pending:
         r = recognize(m).role if gang.source != "single" else gang.role
         q = pod_request(m)
@@ -157,6 +162,40 @@ def join_bound(snapshot: Snapshot, spec: Gang, bound_hosts: Iterable[str]) -> tu
                 for n, h in snapshot.hosts.items()}
     # a new Snapshot: its cached free vectors and arrays are derived again, with the hosts outside at zero
     return Snapshot(topo, narrowed), joined, ""
+
+
+@dataclass(frozen=True)
+class LeaderFirst:
+    """A LeaderWorkerSet whose groups' workers are created only after the leader is placed (exclusive topology)
+    or Ready (startupPolicy LeaderReady), so the leader must be bound before its workers exist."""
+
+    why: str  # "exclusive-topology" or "LeaderReady"
+    worker_request: Request | None  # per worker pod, from the workers' template (None: unknown, use the leader's)
+
+
+def leader_first(lws: Mapping[str, Any], exclusive: bool) -> LeaderFirst | None:
+    """How a LeaderWorkerSet's groups start (from the object as the API serves it; {} when unreadable) and
+    whether the extender must place a leader before its workers exist. Field names: sigs.k8s.io/lws v0.8.0
+    api/leaderworkerset/v1/leaderworkerset_types.go (spec.startupPolicy LeaderCreated|LeaderReady,
+    spec.leaderWorkerTemplate.workerTemplate)."""
+    spec = lws.get("spec") if isinstance(lws.get("spec"), dict) else {}
+    ready = spec.get("startupPolicy") == "LeaderReady"
+    if not (ready or exclusive):
+        return None
+    template = (spec.get("leaderWorkerTemplate") or {}).get("workerTemplate") if isinstance(
+        spec.get("leaderWorkerTemplate"), dict) else None
+    request = None
+    if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+        from scheduler.extender.wire import WireError, validate_pod
+
+        worker = {"metadata": {"name": "worker"}, "spec": template["spec"]}
+        try:
+            validate_pod(worker, "workerTemplate")
+            q = pod_request(worker)
+            request = (q.gpus, q.cpu_millis, q.memory, 1)
+        except WireError:
+            request = None
+    return LeaderFirst("exclusive-topology" if exclusive else "LeaderReady", request)
 
 
 class HalfGangAction(enum.Enum):

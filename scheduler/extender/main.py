@@ -18,14 +18,16 @@ log = logging.getLogger("clique.extender")
 
 
 async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Level, ...], bind_timeout_s: float,
-                scheduler_name: str, metrics_listen: tuple[str, int] | None = None) -> None:
+                scheduler_name: str, metrics_listen: tuple[str, int] | None = None,
+                reservation_timeout_s: float = 60.0) -> None:
     """Serve the verbs on host:port (keep it loopback: /bind binds pods) and, if given, only /metrics and the
     health endpoints on `metrics_listen`, for Prometheus and probes."""
     from clique.kubeclient import api_client
 
     api = await api_client(kubeconfig)  # KubeConfigError: the CLI says what to pass
     state = ClusterState(levels)
-    extender = Extender(state, api, bind_timeout_s=bind_timeout_s, scheduler_name=scheduler_name)
+    extender = Extender(state, api, bind_timeout_s=bind_timeout_s, scheduler_name=scheduler_name,
+                        reservation_timeout_s=reservation_timeout_s)
     watches = asyncio.create_task(state.run(api))
     recovering = asyncio.create_task(recovery.run(extender))  # partly bound gangs, at start-up and on changes
     # Latency: collect the youngest generation less often (every request's JSON allocates lists and dicts), and

@@ -28,14 +28,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from scheduler.extender.binder import Binder
-from scheduler.extender.gangbook import (Reservation, gang_spec, join_bound, members_of, pod_key,
-                                         reserved_total)
+from scheduler.extender.gangbook import (LeaderFirst, Request, Reservation, gang_spec, join_bound, leader_first,
+                                         members_of, pod_key, reserved_total)
 from scheduler.extender.nodefit import node_refusal
 from scheduler.extender.state import ClusterState
 from scheduler.extender.wire import (FilterResult, WireError, binding_result_json, parse_binding_args,
                                      parse_extender_args, parse_preemption_args, preemption_result_json,
                                      priorities_json)
-from scheduler.gangs import SIZE_OBJECTS, GangRef, declared_tp_size, pod_request, recognize, size_from_object
+from scheduler.gangs import (LWS_EXCLUSIVE, LWS_NAME, LWS_OBJECT, SIZE_OBJECTS, GangRef, declared_tp_size,
+                             pod_request, recognize, size_from_object)
 from scheduler.placement.engine import CliqueEngine
 from scheduler.placement.types import Gang, Snapshot
 
@@ -67,17 +68,20 @@ JUST_BOUND_S = 60.0  # how long a Binding we made counts as bound while the watc
 
 class Extender:
     def __init__(self, state: ClusterState, api_client: Any, engine: CliqueEngine | None = None,
-                 bind_timeout_s: float = 10.0, scheduler_name: str = "clique-scheduler") -> None:
+                 bind_timeout_s: float = 10.0, scheduler_name: str = "clique-scheduler",
+                 reservation_timeout_s: float = 60.0) -> None:
         self.state = state
         self.api = api_client
         self.engine = engine or CliqueEngine()
         self.bind_timeout_s = bind_timeout_s
+        self.reservation_timeout_s = max(reservation_timeout_s, bind_timeout_s)
         self.scheduler_name = scheduler_name
         self.binder = Binder(api_client, scheduler_name)
         self.reservations: dict[str, Reservation] = {}
         self.metrics = Metrics()
         self._event_sent: dict[tuple[str, str], float] = {}
         self._objects: dict[str, tuple[int, str | None, float]] = {}  # size object -> (size, topology key, read at)
+        self._lws: dict[str, tuple[LeaderFirst | None, float]] = {}  # "ns/name" -> (how its groups start, read at)
         self._served: dict[str, str] = {}  # gang source -> API version of its size object this server serves
         self._just_bound: dict[str, tuple[str, float]] = {}  # pod key -> (node, when): our Bindings not yet watched
         self._last_excluded: tuple[Any, list[str], list[str]] | None = None  # (topology, node names, excluded)
@@ -141,7 +145,8 @@ class Extender:
         if problem:  # waiting for the object may help; evicting pods cannot
             self.event(args.pod, "GangSizeUnknown", problem)
             return FilterResult([], unresolvable={n: problem for n in args.node_names}).to_json()
-        result = self._filter(args.pod, args.node_names, sizes, topology)
+        lead = await self._leader_first(args.pod)
+        result = self._filter(args.pod, args.node_names, sizes, topology, lead)
         # A gang that looks incomplete may only be ahead of our watch (kube-scheduler saw its pods first): give
         # the watch a moment. Still incomplete, it is an Error, not FailedNodes: kube-scheduler then retries
         # the pod after its backoff (1-10 s); rejected nodes would park it among the unschedulable pods until
@@ -149,7 +154,7 @@ class Extender:
         deadline = time.monotonic() + GANG_CATCH_UP_S
         while result.error and GANG_INCOMPLETE in result.error and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-            result = self._filter(args.pod, args.node_names, sizes, topology)
+            result = self._filter(args.pod, args.node_names, sizes, topology, lead)
         if result.error and GANG_INCOMPLETE in result.error:  # told only once the watch had its chance
             self.event(args.pod, "GangWaiting", result.error)
         return result.to_json()
@@ -204,11 +209,40 @@ class Extender:
         self._objects[gang.size_object] = (size, topo_key, now)
         return {gang.size_object: size}, ({gang.size_object: topo_key} if topo_key else {}), ""
 
+    async def _leader_first(self, pod: dict) -> LeaderFirst | None:
+        """For the leader of a LeaderWorkerSet group whose workers do not exist yet: whether the LWS controller
+        creates them only once the leader is placed (exclusive topology) or Ready (startupPolicy LeaderReady),
+        and the workers' request. None for every other pod. The LWS object is read at most every 10 s."""
+        from kubernetes_asyncio import client
+
+        gang = recognize(pod)
+        if gang.source != "lws" or gang.role != "leader" or gang.size is None:
+            return None
+        if len(self.state.gang_members(gang.key)) >= gang.size:
+            return None
+        md = pod.get("metadata") or {}
+        name = (md.get("labels") or {}).get(LWS_NAME, "")
+        key = f"{gang.namespace}/{name}"
+        now = time.monotonic()
+        cached = self._lws.get(key)
+        if cached and now - cached[1] < 10:
+            return cached[0]
+        exclusive = bool((md.get("annotations") or {}).get(LWS_EXCLUSIVE))
+        try:
+            obj = await client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                *LWS_OBJECT[:2], gang.namespace, LWS_OBJECT[2], name)
+        except Exception as exc:  # noqa: BLE001 - without the object only the pod's own annotations are known
+            log.warning("LeaderWorkerSet %s not readable (%s); its startup policy is taken as LeaderCreated", key, exc)
+            obj = {}
+        lead = leader_first(obj if isinstance(obj, dict) else {}, exclusive)
+        self._lws[key] = (lead, now)
+        return lead
+
     def _filter(self, pod: dict, nodes: list[str], sizes: dict[str, int] | None = None,
-                topology: dict[str, str] | None = None) -> FilterResult:
+                topology: dict[str, str] | None = None, lead: LeaderFirst | None = None) -> FilterResult:
         self._expire()
         gang = recognize(pod, sizes, topology)
-        host, reason = self._host_for(pod, pod_key(pod), gang, nodes)
+        host, reason = self._host_for(pod, pod_key(pod), gang, nodes, lead)
         if host is None and GANG_INCOMPLETE in reason:
             self.metrics.reasons.labels("gang_incomplete").inc()
             return FilterResult([], error=reason)
@@ -229,7 +263,8 @@ class Extender:
         # thousands of other nodes would cost more to send than the whole decision.
         return FilterResult([host])
 
-    def _host_for(self, pod: dict, key: str, gang: GangRef, nodes: list[str]) -> tuple[str | None, str]:
+    def _host_for(self, pod: dict, key: str, gang: GangRef, nodes: list[str],
+                  lead: LeaderFirst | None = None) -> tuple[str | None, str]:
         req = pod_request(pod)
         request = (req.gpus, req.cpu_millis, req.memory, 1)
         res = self.reservations.get(gang.key)
@@ -242,28 +277,37 @@ class Extender:
             reason = f"gang {gang.name} has no size: add the clique.dev/gang-size annotation to its pods"
             self.event(pod, "GangSizeUnknown", reason)
             return None, reason
+        workers: tuple[int, Request] | None = None
         if gang.source == "single":
             pending, bound = [pod], {}
         else:
             pods = self.state.gang_members(gang.key)
-            if len(pods) < gang.size:
+            if len(pods) < gang.size and lead is None:
                 return None, f"gang {gang.name} {GANG_INCOMPLETE}: {len(pods)} of {gang.size} exist"
             members = members_of(pods, self.just_bound())
             pending, bound = members.pending or [pod], members.bound
-        res, reason = self.plan(gang, pending, bound, nodes=nodes, pod=pod)
+            if len(pods) < gang.size and lead is not None:
+                # the group's workers appear only after its leader is placed: plan the whole group now, from the
+                # size annotation and the workers' template, and hold the workers' places for them
+                worker_request = lead.worker_request or request
+                workers = (gang.size - len(pods), worker_request)
+        res, reason = self.plan(gang, pending, bound, nodes=nodes, pod=pod, workers=workers)
         if res is None:
             return None, reason
+        if workers is not None:
+            res.leader_first = True
         return self._host_for(pod, key, gang, nodes)
 
     def plan(self, gang: GangRef, pending: list[dict], bound: dict[str, str], nodes: list[str] | None,
-             pod: dict) -> tuple[Reservation | None, str]:
+             pod: dict, workers: tuple[int, Request] | None = None) -> tuple[Reservation | None, str]:
         """Plan the pending members of a gang (joining its bound ones) and reserve their places. `nodes`: the
         nodes kube-scheduler's filters passed; None: judge each node by the pending pods' own spec instead.
-        Returns the reservation, or None and the reason (an Event on `pod` says it too)."""
-        spec, roles = gang_spec(gang, pending)
+        `workers`: places for workers not created yet (count, per-pod request). Returns the reservation, or
+        None and the reason (an Event on `pod` says it too)."""
+        spec, roles = gang_spec(gang, pending, workers)
         if not bound:
             self._check_tp(pod, gang, spec)
-        snapshot = self.state.snapshot(reserved_total(self.reservations.values()))
+        snapshot = self.state.snapshot(self._held())
         # Only the nodes kube-scheduler's own filters passed for this pod (its selectors, affinities, taints):
         # gang members share a template, so they share these constraints.
         excluded = self._excluded(nodes, snapshot) if nodes is not None else self._refused_by_spec(pending, snapshot)
@@ -287,6 +331,19 @@ class Extender:
         res = Reservation(gang, {}, [(a.role, a.host) for a in plan.assignments], {}, roles, time.monotonic())
         self.reservations[gang.key] = res
         return res, ""
+
+    def _held(self) -> dict[str, Request]:
+        """What reservations hold, plus pods this process bound that the watch does not count yet (so no plan
+        uses their GPUs twice in that window)."""
+        held = {h: list(v) for h, v in reserved_total(self.reservations.values()).items()}
+        for key, node in self.just_bound().items():
+            pod = self.state.pods.get(key)
+            if pod is not None:
+                q = pod_request(pod)
+                acc = held.setdefault(node, [0, 0, 0, 0])
+                for i, v in enumerate((q.gpus, q.cpu_millis, q.memory, 1)):
+                    acc[i] += v
+        return {h: (v[0], v[1], v[2], v[3]) for h, v in held.items()}
 
     def _refused_by_spec(self, pods: list[dict], snapshot: Snapshot) -> list[str]:
         out = []
@@ -353,6 +410,19 @@ class Extender:
             if not err:
                 self.note_bound(key, args.node)
             return binding_result_json(err)
+        if res.leader_first and recognize(self.state.pods.get(key) or {}).role == "leader":
+            # LWS creates this group's workers only once the leader is placed (or Ready): bind it alone; the
+            # workers' places stay reserved until they come, or until the reservation's deadline
+            err = await self.binder.bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
+            if err:
+                self._release(res.gang.key, f"the leader's Binding failed ({err})")
+                return binding_result_json(err)
+            self.note_bound(key, args.node)
+            del res.hosts[key], res.requests[key]
+            res.leader_first, res.created = False, time.monotonic()
+            log.info("bound leader %s of gang %s on %s; %d worker place(s) held for %.0fs", key, res.gang.key,
+                     args.node, res.planned, self.reservation_timeout_s)
+            return binding_result_json("")
         if res.done is None:
             res.done = asyncio.get_running_loop().create_future()
         if not res.direct:
@@ -427,11 +497,17 @@ class Extender:
         return {k: node for k, (node, _) in self._just_bound.items()}
 
     def _expire(self) -> None:
-        """Release reservations whose members stopped coming (e.g. pods deleted before bind)."""
+        """Release reservations whose members stopped coming: none reached bind within the reservation timeout
+        (e.g. workers never created), or every pod of the gang went away."""
         now = time.monotonic()
         for key, res in list(self.reservations.items()):
-            if res.done is None and now - res.created > 3 * self.bind_timeout_s:
-                self._release(key, "no member reached bind in time")
+            if res.done is not None or res.direct:
+                continue  # members are waiting in bind: the bind timeout settles it
+            if now - res.created > self.reservation_timeout_s:
+                self._release(key, f"no member reached bind within {self.reservation_timeout_s:.0f}s")
+                self.metrics.gangs.labels("expired").inc()
+            elif not self.state.gang_index.get(key):
+                self._release(key, "the gang's pods went away")
                 self.metrics.gangs.labels("expired").inc()
 
     def _release(self, gang_key: str, why: str) -> None:

@@ -51,3 +51,50 @@ def test_a_gang_that_cannot_fit_is_unresolvable_on_every_node_so_no_preemption_i
     assert not res.get("NodeNames") and not res["FailedNodes"]
     assert set(res["FailedAndUnresolvableNodes"]) == set(names[:2])
     assert all("big" in reason for reason in res["FailedAndUnresolvableNodes"].values())
+
+
+def _lws_pod(name: str, group: int, worker: int, size: int, exclusive: str | None = None) -> dict:
+    ann = {"leaderworkerset.sigs.k8s.io/size": str(size)}
+    if exclusive:
+        ann["leaderworkerset.sigs.k8s.io/exclusive-topology"] = exclusive
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{name}-{group}" + (f"-{worker}" if worker else ""), "namespace": "default",
+                         "uid": f"{name}-{group}-{worker}", "annotations": ann,
+                         "labels": {"leaderworkerset.sigs.k8s.io/name": name,
+                                    "leaderworkerset.sigs.k8s.io/group-index": str(group),
+                                    "leaderworkerset.sigs.k8s.io/worker-index": str(worker)}},
+            "spec": {"containers": [{"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}
+
+
+def test_an_lws_leader_whose_workers_come_later_is_planned_with_places_held_for_them_in_its_exclusive_domain():
+    from scheduler.extender.gangbook import leader_first
+
+    ext, names = _extender(8)  # two leaves of 4 hosts
+    leader = _lws_pod("lws", 0, 0, 3, exclusive="clique.dev/leaf")
+    ext.state._set_pods([leader])
+    assert ext._filter(leader, list(names)).error, "without knowing how the group starts, it waits for its pods"
+    lead = leader_first({"spec": {"startupPolicy": "LeaderCreated", "leaderWorkerTemplate": {"workerTemplate": {
+        "spec": {"containers": [{"name": "w", "resources": {"limits": {"nvidia.com/gpu": "4"}}}]}}}}}, exclusive=True)
+    assert lead is not None and lead.worker_request[0] == 4
+    host = ext._filter(leader, list(names), lead=lead).node_names
+    res = ext.reservations["default/lws/lws-0"]
+    assert res.leader_first and len(host) == 1
+    held = [h for _, h in res.unclaimed]
+    assert len(held) == 2 and res.role_requests["worker"][0] == 4
+    leaf = {names.index(h) // 4 for h in host + held}
+    assert len(leaf) == 1, "leader and workers inside one leaf (the exclusive topology key)"
+    # a worker created later claims a held place
+    worker = _lws_pod("lws", 0, 1, 3, exclusive="clique.dev/leaf")
+    ext.state._pod_event("ADDED", worker)
+    assert ext._filter(worker, list(names)).node_names[0] in held
+
+
+def test_lws_startup_policy_decides_whether_the_leader_goes_first():
+    from scheduler.extender.gangbook import leader_first
+
+    assert leader_first({"spec": {"startupPolicy": "LeaderCreated"}}, exclusive=False) is None
+    assert leader_first({}, exclusive=False) is None
+    assert leader_first({"spec": {"startupPolicy": "LeaderReady"}}, exclusive=False).why == "LeaderReady"
+    bad = leader_first({"spec": {"startupPolicy": "LeaderReady", "leaderWorkerTemplate": {"workerTemplate": {
+        "spec": {"containers": "nope"}}}}}, exclusive=False)
+    assert bad.worker_request is None

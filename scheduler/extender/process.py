@@ -23,6 +23,8 @@ def start_extender(kubeconfig: Path, log: Path, preset: str = "generic-nvlink", 
 
 
 stop_extender = stop_service
+# pkg/scheduler/framework/plugins/names/names.go (k8s.io/kubernetes v1.37.2)
+IN_TREE_GANG_PLUGINS = ("GangScheduling", "TopologyPlacementGenerator", "PodGroupPodsCount")
 
 
 def clique_scheduler_config(extender_port: int, scheduler_name: str = "clique-scheduler") -> dict[str, Any]:
@@ -30,7 +32,11 @@ def clique_scheduler_config(extender_port: int, scheduler_name: str = "clique-sc
     return {
         "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
         "percentageOfNodesToScore": 100,
-        "profiles": [{"schedulerName": scheduler_name}],
+        # Clique's extender owns gang placement in this profile: Kubernetes' own gang and topology plugins (on by
+        # default once the GenericWorkload / TopologyAwareWorkloadScheduling gates are, k8s.io/kubernetes v1.37.2
+        # pkg/scheduler/apis/config/v1/default_plugins.go) would hold the same pods at Permit a second time.
+        "profiles": [{"schedulerName": scheduler_name, "plugins": {"multiPoint": {"disabled": [
+            {"name": n} for n in IN_TREE_GANG_PLUGINS]}}}],
         "extenders": [{"urlPrefix": f"http://127.0.0.1:{extender_port}", "filterVerb": "filter",
                        "prioritizeVerb": "prioritize", "bindVerb": "bind", "preemptVerb": "preempt", "weight": 1,
                        "nodeCacheCapable": True,

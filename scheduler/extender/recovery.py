@@ -29,6 +29,7 @@ async def run(extender: "Extender", interval_s: float = 0.2) -> None:
     state = extender.state
     await asyncio.gather(*(e.wait() for e in state.synced.values()))
     while True:
+        extender.expire()  # reservations past their deadline, or whose pods went away, even with no filter calls
         for gang_key in sorted(state.take_touched_gangs()):
             try:
                 await recover_gang(extender, gang_key)

@@ -240,7 +240,7 @@ class Extender:
 
     def _filter(self, pod: dict, nodes: list[str], sizes: dict[str, int] | None = None,
                 topology: dict[str, str] | None = None, lead: LeaderFirst | None = None) -> FilterResult:
-        self._expire()
+        self.expire()
         gang = recognize(pod, sizes, topology)
         host, reason = self._host_for(pod, pod_key(pod), gang, nodes, lead)
         if host is None and GANG_INCOMPLETE in reason:
@@ -496,7 +496,7 @@ class Extender:
                 del self._just_bound[k]
         return {k: node for k, (node, _) in self._just_bound.items()}
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         """Release reservations whose members stopped coming: none reached bind within the reservation timeout
         (e.g. workers never created), or every pod of the gang went away."""
         now = time.monotonic()

@@ -98,3 +98,17 @@ def test_lws_startup_policy_decides_whether_the_leader_goes_first():
     bad = leader_first({"spec": {"startupPolicy": "LeaderReady", "leaderWorkerTemplate": {"workerTemplate": {
         "spec": {"containers": "nope"}}}}}, exclusive=False)
     assert bad.worker_request is None
+
+
+def test_held_worker_places_are_released_when_the_groups_pods_go_away():
+    from scheduler.extender.gangbook import LeaderFirst
+
+    ext, names = _extender(8)
+    leader = _lws_pod("gone", 0, 0, 3)
+    ext.state._set_pods([leader])
+    assert ext._filter(leader, list(names), lead=LeaderFirst("LeaderReady", None)).node_names
+    assert "default/lws/gone-0" in ext.reservations
+    ext.state._pod_event("DELETED", leader)
+    ext.expire()
+    assert "default/lws/gone-0" not in ext.reservations
+    assert ext.metrics.gangs.labels("expired")._value.get() == 1

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 DEFAULT_SPEC = Path(__file__).parent / "controlplane" / "default-cluster.yaml"
+OPTIONAL = ("lws",)  # keys of simulations.controlplane.versions.OPTIONAL_COMPONENTS (not imported: keep --help fast)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.register(sub)
     simulate_cli.register(sub)
     b = sub.add_parser("build", help="build (once, cached) the control-plane binaries from their Go modules")
+    b.add_argument("--with", dest="with_", action="append", default=[], choices=OPTIONAL,
+                   help="also build an optional component: lws = the LeaderWorkerSet controller (repeatable)")
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("cluster", help="a local control plane with KWOK GPU nodes (up | status | down)")
@@ -29,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="cluster spec YAML of the fake GPU nodes (default: the embedded demo cluster)")
     up.add_argument("--no-nodes", action="store_true", help="create no KWOK nodes")
     up.add_argument("--feature-gates", default="", help="e.g. GangScheduling=true,TopologyPlacement=true")
+    up.add_argument("--with", dest="with_", action="append", default=[], choices=OPTIONAL,
+                    help="also run an optional component: lws = the real LeaderWorkerSet controller, its CRD and "
+                         "webhooks (built once on first use)")
     up.set_defaults(func=cmd_up)
     st = csub.add_parser("status", help="processes, endpoint and nodes of a running cluster")
     st.add_argument("--name", default="default")
@@ -52,13 +58,15 @@ def _err(msg: str) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from simulations.controlplane.build import BuildError, ensure_binaries
+    from simulations.controlplane.build import BuildError, ensure_binaries, ensure_optional
 
     try:
-        bins = ensure_binaries()
+        paths = ensure_binaries().as_dict()
+        for extra in dict.fromkeys(getattr(args, "with_", [])):
+            paths = {**paths, **{name: str(path) for name, path in ensure_optional(extra).items()}}
     except BuildError as exc:
         return _err(str(exc))
-    for name, path in bins.as_dict().items():
+    for name, path in paths.items():
         print(f"{name:24} {path}")
     return 0
 
@@ -90,7 +98,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         gates = _parse_gates(args.feature_gates)
     except (SpecError, ValueError) as exc:
         return _err(str(exc))
-    opts = ControlPlaneOptions(workdir=workdir, detached=True, feature_gates=gates)
+    opts = ControlPlaneOptions(workdir=workdir, detached=True, feature_gates=gates, lws="lws" in args.with_)
     cp = ControlPlane(opts)
     started = time.monotonic()
     try:
@@ -107,6 +115,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"cluster '{args.name}' is up in {time.monotonic() - started:.1f}s: {cp.server}")
     if spec:
         print(f"  {spec.host_count} KWOK nodes, {spec.gpu_count} GPUs ({args.spec})")
+    if opts.lws:
+        print(f"  LeaderWorkerSet controller: {cp.procs['lws-controller-manager'].argv[0]}")
     print(f"  logs:       {workdir / 'logs'}")
     print(f"  kubeconfig: {cp.kubeconfig}")
     print(f"\n  export KUBECONFIG={cp.kubeconfig}\n  clique cluster status --name {args.name}\n"

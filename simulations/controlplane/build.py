@@ -7,8 +7,14 @@ with `./staging/...` paths, and `go install module@version` refuses any module w
 module of our own that requires the component and replaces each staging module with its published `v0.X.Y`
 builds with plain `go build`. etcd's server module and kwok get the same wrapper (their go.mod files carry
 replace directives too). Binaries of one bundle are built by one `go build`, so they share compiled packages.
+Optional components (`OPTIONAL_COMPONENTS`, today only the LeaderWorkerSet manager `lws`) are built the same
+way, but only when asked: `ensure_optional("lws")`, `clique build --with lws`, `ControlPlaneOptions(lws=True)`.
+(`go install sigs.k8s.io/lws/cmd@v0.8.0` is refused; a wrapper that requires the module builds it.) A component's
+`assets` (e.g. lws's CRD and webhook manifests) are copied from the module into its bundle after the build, so
+the harness applies manifests of exactly the version it runs, without needing Go at run time.
 
 Layout:   <cache>/bin/<bundle>/<binary>        e.g. ~/.cache/clique/bin/kubernetes-v1.37.2/kube-apiserver
+          <cache>/bin/<bundle>/<asset dir>/    e.g. ~/.cache/clique/bin/lws-v0.8.0/config/crd/bases/
           <cache>/src/<bundle>/go.mod          the wrapper module (kept for inspection)
 A bundle is complete when its `.complete` marker exists; builds take an exclusive file lock, so two
 `make test` runs at once build once.
@@ -29,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from simulations.controlplane.versions import ALL_COMPONENTS, MIN_GO, Component
+from simulations.controlplane.versions import ALL_COMPONENTS, MIN_GO, OPTIONAL_COMPONENTS, Component
 
 
 class BuildError(RuntimeError):
@@ -60,6 +66,11 @@ class Binaries:
 
 def binary_path(component: Component) -> Path:
     return cache_dir() / "bin" / component.bundle / component.name
+
+
+def asset_path(component: Component, relative: str = "") -> Path:
+    """Where a component's copied module files live, e.g. asset_path(LWS, "config/crd/bases")."""
+    return cache_dir() / "bin" / component.bundle / relative
 
 
 GO_FALLBACKS = ("/usr/local/go/bin/go", "/usr/lib/go/bin/go")  # where Go lands when it is not on PATH
@@ -150,6 +161,10 @@ def ldflags(component: Component) -> str:
         return f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=module-{v}"
     if component.name == "kwok":
         return f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={v.removeprefix('v')}"
+    if component.name == "lws":  # printed by `lws --version` and logged at start
+        pkg = "sigs.k8s.io/lws/pkg/version"
+        return (f"-s -w -X {pkg}.GitVersion={v} -X {pkg}.GitCommit=module-{v} "
+                f"-X {pkg}.BuildDate=1970-01-01T00:00:00Z")
     return "-s -w"
 
 
@@ -171,8 +186,43 @@ def ensure_binaries(log: Callable[[str], None] | None = None) -> Binaries:
     )
 
 
+def ensure_optional(name: str, log: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Build (once, cached) an optional component group such as "lws"; returns binary name -> path."""
+    if name not in OPTIONAL_COMPONENTS:
+        raise BuildError(f"unknown optional component {name!r}; choose from {', '.join(sorted(OPTIONAL_COMPONENTS))}")
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    comps = OPTIONAL_COMPONENTS[name]
+    bundles: dict[str, list[Component]] = {}
+    for c in comps:
+        bundles.setdefault(c.bundle, []).append(c)
+    for bundle, members in bundles.items():
+        _ensure_bundle(bundle, members, say)
+    return {c.name: binary_path(c) for c in comps}
+
+
 def _bundle_complete(bin_dir: Path, comps: list[Component]) -> bool:
-    return (bin_dir / ".complete").exists() and all((bin_dir / c.name).exists() for c in comps)
+    return ((bin_dir / ".complete").exists() and all((bin_dir / c.name).exists() for c in comps)
+            and all((bin_dir / a).is_dir() for c in comps for a in c.assets))
+
+
+def _copy_assets(go: str, src: Path, env: dict[str, str], comps: list[Component], staging: Path) -> None:
+    """Copy each component's `assets` from the module version `go build` just used into the staging bundle."""
+    for c in comps:
+        if not c.assets:
+            continue
+        out = subprocess.run([go, "list", "-m", "-json", c.module], cwd=src, env=env, capture_output=True, text=True)
+        try:
+            module_dir = Path(json.loads(out.stdout)["Dir"])
+        except (ValueError, KeyError) as exc:
+            raise BuildError(f"`go list -m -json {c.module}` in {src} gave no module directory: "
+                             f"{out.stderr.strip() or out.stdout.strip()}") from exc
+        for rel in c.assets:
+            if not (module_dir / rel).is_dir():
+                raise BuildError(f"{c.module}@{c.version} has no {rel}/ (looked in {module_dir})")
+            shutil.copytree(module_dir / rel, staging / rel)
+            for path in (staging / rel).rglob("*"):  # the module cache is read-only; our copy need not be
+                path.chmod(0o755 if path.is_dir() else 0o644)
+            (staging / rel).chmod(0o755)
 
 
 def _ensure_bundle(bundle: str, comps: list[Component], say: Callable[[str], None]) -> None:
@@ -209,6 +259,7 @@ def _ensure_bundle(bundle: str, comps: list[Component], say: Callable[[str], Non
         for c in comps:
             if not (staging / c.name).exists():
                 raise BuildError(f"`go build` finished but {staging / c.name} is missing; see the output above.")
+        _copy_assets(go, src, env, comps, staging)
         shutil.rmtree(bin_dir, ignore_errors=True)
         staging.rename(bin_dir)
         (bin_dir / ".complete").write_text(json.dumps({

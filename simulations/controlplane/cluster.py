@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from simulations.controlplane import processes as P
-from simulations.controlplane.build import Binaries, cache_dir, ensure_binaries
+from simulations.controlplane.build import Binaries, cache_dir, ensure_binaries, ensure_optional
 from simulations.controlplane.pki import create_pki, kubeconfig_text
 from simulations.controlplane.versions import KUBERNETES_VERSION
 
@@ -63,6 +63,7 @@ class ControlPlaneOptions:
     start_kwok: bool = True
     feature_gates: dict[str, bool] = field(default_factory=dict)  # passed to every Kubernetes component
     runtime_config: dict[str, bool] = field(default_factory=dict)  # kube-apiserver --runtime-config (alpha APIs)
+    lws: bool = False  # True: the real LeaderWorkerSet controller (CRD, webhooks, manager); see lws.py
     ready_timeout_s: float = 120.0
 
 
@@ -91,6 +92,8 @@ class ControlPlane:
     def start(self) -> "ControlPlane":
         started = time.monotonic()
         binaries = self._binaries or ensure_binaries()
+        if self.options.lws:  # build (once, cached) before anything starts
+            ensure_optional("lws")
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_all(binaries)
@@ -147,6 +150,10 @@ class ControlPlane:
             path.chmod(0o600)
             kubeconfigs[user] = path
         self._apply(_KWOK_RBAC)
+        if o.lws:  # the CRD before the controller-manager, whose garbage collector then watches it from the start
+            from simulations.controlplane import lws
+
+            lws.install_crd(self)
 
         if o.start_controller_manager:
             self._start_controller_manager(b, pki, kubeconfigs, gate_args)
@@ -158,6 +165,8 @@ class ControlPlane:
             self._wait_default_service_account()
         else:  # nothing creates it without the controller-manager; pods need it (ServiceAccount admission)
             self._apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "default"}}])
+        if o.lws:  # last: its readiness check dry-runs a pod, which needs the default ServiceAccount
+            lws.start(self)  # the manager joins self.procs, so stop() (and `cluster down`) stops it first
 
     def _start_controller_manager(self, b: Binaries, pki, kubeconfigs, gate_args) -> None:
         self.ports["kube-controller-manager"] = P.free_port()

@@ -16,8 +16,11 @@ ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 """sigs.k8s.io/kwok/cmd/kwok."""
 
+LWS_VERSION = "v0.8.0"
+"""sigs.k8s.io/lws (LeaderWorkerSet controller manager, `sigs.k8s.io/lws/cmd`); optional: built only when asked."""
+
 MIN_GO = (1, 26)
-"""All three modules declare `go 1.26.0`."""
+"""The Kubernetes, etcd and kwok modules declare `go 1.26.0` (lws v0.8.0 declares `go 1.25.0`)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Component:
     package: str  # main package to build
     version: str  # module version (a tag)
     bundle: str  # cache sub-directory shared by binaries built in one `go build`
+    assets: tuple[str, ...] = ()  # directories of the module copied into <bundle>/<dir> (manifests the harness applies)
 
 
 KUBE_COMPONENTS = tuple(
@@ -38,3 +42,8 @@ KUBE_COMPONENTS = tuple(
 ETCD = Component("etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3", ETCD_VERSION, f"etcd-{ETCD_VERSION}")
 KWOK = Component("kwok", "sigs.k8s.io/kwok", "sigs.k8s.io/kwok/cmd/kwok", KWOK_VERSION, f"kwok-{KWOK_VERSION}")
 ALL_COMPONENTS = (*KUBE_COMPONENTS, ETCD, KWOK)
+
+LWS = Component("lws", "sigs.k8s.io/lws", "sigs.k8s.io/lws/cmd", LWS_VERSION, f"lws-{LWS_VERSION}",
+                assets=("config/crd/bases", "config/webhook"))
+OPTIONAL_COMPONENTS: dict[str, tuple[Component, ...]] = {"lws": (LWS,)}
+"""Built only on request (`clique build --with lws`, `ControlPlaneOptions(lws=True)`), never by default."""

@@ -47,3 +47,15 @@ def test_cache_dir_is_outside_the_repo_and_overridable(monkeypatch, tmp_path):
     monkeypatch.setenv("CLIQUE_CACHE", str(tmp_path / "c"))
     assert build.cache_dir() == tmp_path / "c"
     assert build.binary_path(ETCD) == tmp_path / "c" / "bin" / "etcd-v3.6.16" / "etcd"
+
+
+def test_lws_is_optional_and_its_wrapper_requires_the_module_and_copies_its_manifests():
+    from simulations.controlplane.versions import ALL_COMPONENTS, LWS, OPTIONAL_COMPONENTS
+
+    assert LWS not in ALL_COMPONENTS and OPTIONAL_COMPONENTS["lws"] == (LWS,)  # `clique build` alone skips it
+    gomod = build.wrapper_gomod([LWS], fetch=lambda path: pytest.fail("lws needs no proxy lookup"))
+    assert "require sigs.k8s.io/lws v0.8.0" in gomod and "replace" not in gomod
+    assert LWS.package == "sigs.k8s.io/lws/cmd" and "config/crd/bases" in LWS.assets
+    assert "-X sigs.k8s.io/lws/pkg/version.GitVersion=v0.8.0" in build.ldflags(LWS)
+    with pytest.raises(build.BuildError, match="unknown optional component"):
+        build.ensure_optional("nope")

@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--bind-timeout")
     e.add_argument("--scheduler-name", default="clique-scheduler")
     e.add_argument("--metrics-listen", help="host:port serving only /metrics and health (e.g. 0.0.0.0:9090)")
+    e.add_argument("--webhook-listen", help="host:port serving the mutating admission webhook (POST /mutate) over "
+                                            "TLS, which routes gang pods to --scheduler-name; needs --webhook-cert-dir")
+    e.add_argument("--webhook-cert-dir", help="directory with tls.crt and tls.key for --webhook-listen (a mounted "
+                                              "kubernetes.io/tls Secret; renewed files are picked up)")
     e.set_defaults(func=cmd_extender)
 
 
@@ -42,6 +46,12 @@ def cmd_extender(args: argparse.Namespace) -> int:
         if args.metrics_listen:
             mh, _, mp = args.metrics_listen.rpartition(":")
             metrics = (mh or "0.0.0.0", int(mp))
+        webhook = None
+        if bool(args.webhook_listen) != bool(args.webhook_cert_dir):
+            raise ValueError("--webhook-listen and --webhook-cert-dir go together")
+        if args.webhook_listen:
+            wh, _, wp = args.webhook_listen.rpartition(":")
+            webhook = (wh or "0.0.0.0", int(wp), args.webhook_cert_dir)
     except ValueError as exc:
         print(f"clique: {exc}", file=sys.stderr)
         return 2
@@ -49,7 +59,7 @@ def cmd_extender(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(serve(args.kubeconfig, host or "127.0.0.1", port_n, levels, args.bind_timeout,
-                          args.scheduler_name, metrics, max(args.reservation_timeout, args.bind_timeout)))
+                          args.scheduler_name, metrics, max(args.reservation_timeout, args.bind_timeout), webhook))
     except KubeConfigError as exc:
         print(f"clique scheduler extender: {exc}", file=sys.stderr)
         return 2

@@ -72,19 +72,23 @@ class Binder:
             return [first, *await asyncio.gather(*(one(*p) for p in places[1:]))]
         return list(await asyncio.gather(*(one(*p) for p in places)))
 
-    async def delete_pods(self, keys: list[str], why: str) -> list[str]:
-        """Delete pods at once (their controllers recreate them); a pod already gone is success. Returns the
-        failures, each naming the pod and the API's answer."""
+    async def delete_pods(self, keys: list[str], why: str, uids: dict[str, str] | None = None) -> list[str]:
+        """Delete pods at once (their controllers recreate them); a pod already gone is success. With `uids`, only
+        that pod (a precondition), never a successor created under the same name. Returns the failures, each
+        naming the pod and the API's answer."""
         from kubernetes_asyncio import client
         from kubernetes_asyncio.client.exceptions import ApiException
 
         async def one(key: str) -> str:
             ns, name = key.split("/", 1)
             try:
+                pre = {"preconditions": {"uid": uids[key]}} if uids and uids.get(key) else None
                 resp = await client.CoreV1Api(self.api).delete_namespaced_pod(
-                    name, ns, grace_period_seconds=0, _preload_content=False)
+                    name, ns, grace_period_seconds=0, body=pre, _preload_content=False)
                 try:
                     if 200 <= resp.status < 300 or resp.status == 404:
+                        return ""
+                    if resp.status == 409 and pre:  # the pod under that name is already a successor
                         return ""
                     return f"deleting {key}: {_status_message(resp.status, await resp.read())}"
                 finally:

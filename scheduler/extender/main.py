@@ -19,9 +19,10 @@ log = logging.getLogger("clique.extender")
 
 async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Level, ...], bind_timeout_s: float,
                 scheduler_name: str, metrics_listen: tuple[str, int] | None = None,
-                reservation_timeout_s: float = 60.0) -> None:
+                reservation_timeout_s: float = 60.0, webhook: tuple[str, int, str] | None = None) -> None:
     """Serve the verbs on host:port (keep it loopback: /bind binds pods) and, if given, only /metrics and the
-    health endpoints on `metrics_listen`, for Prometheus and probes."""
+    health endpoints on `metrics_listen`, for Prometheus and probes, and the admission webhook over TLS on
+    `webhook` (host, port, certificate directory)."""
     from clique.kubeclient import api_client
 
     api = await api_client(kubeconfig)  # KubeConfigError: the CLI says what to pass
@@ -47,6 +48,11 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
         await runner.setup()
         await web.TCPSite(runner, h, p).start()
         runners.append(runner)
+    if webhook:  # TLS, once its certificate files are there (admission.WebhookServer)
+        from scheduler.extender.admission import WebhookServer, webhook_app
+
+        webhook_server = WebhookServer(webhook_app(scheduler_name, extender.metrics.registry), *webhook)
+        webhook_task = asyncio.create_task(webhook_server.run())
     log.info("extender listening on http://%s:%d%s (levels: %s)", host, port,
              f", metrics on http://{metrics_listen[0]}:{metrics_listen[1]}" if metrics_listen else "",
              ", ".join(lv.label for lv in levels))
@@ -59,6 +65,9 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     watches.cancel()
     recovering.cancel()
     freezer.cancel()
+    if webhook:
+        webhook_task.cancel()
+        await webhook_server.close()
     for runner in runners:
         await runner.cleanup()
     await api.close()

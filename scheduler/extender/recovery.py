@@ -65,7 +65,10 @@ async def recover_gang(extender: "Extender", gang_key: str) -> HalfGangAction | 
     if decision.action is HalfGangAction.COMPLETE and res is not None:
         await _complete(extender, res, members.pending)
     elif decision.action is HalfGangAction.RESTART:
-        failed = await extender.binder.delete_pods(list(decision.delete), decision.reason)
+        uids = {pod_key(p): (p.get("metadata") or {}).get("uid") or "" for p in bound_pods}
+        failed = await extender.binder.delete_pods(list(decision.delete), decision.reason, uids)
+        for key in decision.delete:
+            extender.state.forget(key, uids.get(key, ""))
         for p in members.pending:
             extender.event(p, "GangRestarted", decision.reason + (f"; failed: {'; '.join(failed)}" if failed else ""),
                            warning=True)
@@ -85,9 +88,9 @@ async def _complete(extender: "Extender", res, pending: list[dict]) -> None:
         host = res.claim(pod_key(p), recognize(p).role, (q.gpus, q.cpu_millis, q.memory, 1))
         places.append((pod_key(p), (p.get("metadata") or {}).get("uid") or "", host))
     results = await extender.binder.bind_gang(places)
-    for (key, _, node), err in zip(places, results):
+    for (key, uid, node), err in zip(places, results):
         if not err:
-            extender.note_bound(key, node)
+            extender.note_bound(key, node, uid)
     errors = [e for e in results if e]
     err = f"gang {res.gang.name}: completing it failed ({errors[0]})" if errors else ""
     extender.metrics.gangs.labels("completed" if not errors else "completion_failed").inc()

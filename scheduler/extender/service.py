@@ -83,7 +83,8 @@ class Extender:
         self._objects: dict[str, tuple[int, str | None, float]] = {}  # size object -> (size, topology key, read at)
         self._lws: dict[str, tuple[LeaderFirst | None, float]] = {}  # "ns/name" -> (how its groups start, read at)
         self._served: dict[str, str] = {}  # gang source -> API version of its size object this server serves
-        self._just_bound: dict[str, tuple[str, float]] = {}  # pod key -> (node, when): our Bindings not yet watched
+        # pod key -> (node, uid, when): our Bindings the watch has not shown yet
+        self._just_bound: dict[str, tuple[str, str, float]] = {}
         self._last_excluded: tuple[Any, list[str], list[str]] | None = None  # (topology, node names, excluded)
 
     # ------------------------------------------------------------------ HTTP
@@ -408,7 +409,7 @@ class Extender:
                 self.reservations.pop(res.gang.key, None)
             err = await self.binder.bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
             if not err:
-                self.note_bound(key, args.node)
+                self.note_bound(key, args.node, args.pod_uid)
             return binding_result_json(err)
         if res.leader_first and recognize(self.state.pods.get(key) or {}).role == "leader":
             # LWS creates this group's workers only once the leader is placed (or Ready): bind it alone; the
@@ -417,7 +418,7 @@ class Extender:
             if err:
                 self._release(res.gang.key, f"the leader's Binding failed ({err})")
                 return binding_result_json(err)
-            self.note_bound(key, args.node)
+            self.note_bound(key, args.node, args.pod_uid)
             del res.hosts[key], res.requests[key]
             res.leader_first, res.created = False, time.monotonic()
             log.info("bound leader %s of gang %s on %s; %d worker place(s) held for %.0fs", key, res.gang.key,
@@ -464,13 +465,18 @@ class Extender:
         places = [(k, uid, res.hosts[k]) for k, uid in sorted(res.arrived.items())]
         results = await self.binder.bind_gang(places)
         done = [k for (k, _, _), e in zip(places, results) if not e]
-        for k, _, node in places:
-            if k in done:
-                self.note_bound(k, node)
+        for (k, uid, node), e in zip(places, results):
+            if not e:
+                self.note_bound(k, node, uid)
         errors = [e for e in results if e]
         if errors:
             # roll back: members already bound are deleted (their controller recreates them) so no half gang runs
-            failed = await self.binder.delete_pods(done, f"gang {res.gang.key}: a Binding failed")
+            uids = {k: uid for k, uid, _ in places if k in done}
+            for k in done:
+                self._just_bound.pop(k, None)
+            failed = await self.binder.delete_pods(done, f"gang {res.gang.key}: a Binding failed", uids)
+            for k in done:
+                self.state.forget(k, uids[k])
             err = f"gang {res.gang.name}: binding failed ({errors[0]}); rolled back {len(done)} bound member(s)"
             if failed:
                 err += f"; rollback failed: {'; '.join(failed)}"
@@ -484,17 +490,19 @@ class Extender:
         if res.done is not None and not res.done.done():
             res.done.set_result(err)
 
-    def note_bound(self, key: str, node: str) -> None:
-        self._just_bound[key] = (node, time.monotonic())
+    def note_bound(self, key: str, node: str, uid: str) -> None:
+        self._just_bound[key] = (node, uid, time.monotonic())
 
     def just_bound(self) -> dict[str, str]:
-        """Pods this process bound that the watch may not show yet (pod key -> node); older entries dropped."""
+        """Pods this process bound that the watch does not show bound yet (pod key -> node). An entry counts only
+        for the same pod (its UID): a pod re-created under the same name (a StatefulSet's) is a new, pending pod."""
         now = time.monotonic()
-        for k, (_, at) in list(self._just_bound.items()):
+        for k, (_, uid, at) in list(self._just_bound.items()):
             pod = self.state.pods.get(k)
-            if now - at > JUST_BOUND_S or pod is None or (pod.get("spec") or {}).get("nodeName"):
+            if (now - at > JUST_BOUND_S or pod is None or (pod.get("spec") or {}).get("nodeName")
+                    or (pod.get("metadata") or {}).get("uid") != uid):
                 del self._just_bound[k]
-        return {k: node for k, (node, _) in self._just_bound.items()}
+        return {k: node for k, (node, _, _) in self._just_bound.items()}
 
     def expire(self) -> None:
         """Release reservations whose members stopped coming: none reached bind within the reservation timeout

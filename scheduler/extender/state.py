@@ -276,6 +276,13 @@ class ClusterState:
         snap.__dict__["untouched_vector"] = self._untouched_vec.copy()
         return snap
 
+    def forget(self, key: str, uid: str) -> None:
+        """A pod this process deleted: drop it now, before the watch says so (only that pod, by UID, never a
+        successor created under the same name), so no plan counts its place or sees it as a bound member."""
+        pod = self.pods.get(key)
+        if pod is not None and (pod.get("metadata") or {}).get("uid") == uid:
+            self._pod_event("DELETED", pod)
+
     def take_touched_gangs(self) -> set[str]:
         touched, self.touched_gangs = self.touched_gangs, set()
         return touched

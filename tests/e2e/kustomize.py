@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 
 SUPPORTED = {"apiVersion", "kind", "resources", "namespace"}
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                  "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
 
 
 def build(directory: Path) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from scheduler.extender.binder import PAUSE_ENV
-from scheduler.extender.process import clique_scheduler_config, start_extender, stop_extender
+from tests.e2e.conftest import clique_scheduler_on
 from tests.e2e.helpers import gpu_pod, wait_for
 from tests.e2e.test_extender import NVL, bound, gang_pod, new_pool, running_on
 
@@ -25,22 +25,9 @@ PAUSE_S = 4.0
 
 @pytest.fixture(scope="module")
 def paused_clique(control_plane, tmp_path_factory):
-    log = tmp_path_factory.mktemp("extender") / "extender.log"
-    handle: dict = {"log": log}
-
-    def start(pause: bool = True) -> None:
-        handle["proc"], handle["port"] = start_extender(
-            control_plane.kubeconfig, log, preset="gb200-nvl72", bind_timeout_s=8, port=handle.get("port"),
-            env={PAUSE_ENV: str(PAUSE_S if pause else 0)})
-
-    handle["restart"] = start
-    start()
-    try:
-        control_plane.start_scheduler(clique_scheduler_config(handle["port"]), name="clique-scheduler")
+    with clique_scheduler_on(control_plane, tmp_path_factory.mktemp("extender") / "extender.log",
+                             env={PAUSE_ENV: str(PAUSE_S)}) as handle:
         yield handle
-    finally:
-        control_plane.stop_component("clique-scheduler")
-        stop_extender(handle["proc"])
 
 
 def _bind(port: int, name: str, node: str, uid: str = "", ns: str = "default") -> str:
@@ -129,7 +116,7 @@ def test_an_extender_killed_between_two_bindings_is_followed_by_one_that_complet
     half = bound(core, g)
     assert len(half) == 1, f"expected one member bound when the extender died, got {half}"
     started = time.monotonic()
-    paused_clique["restart"](pause=False)
+    paused_clique["restart"](env={PAUSE_ENV: "0"})
     ready = time.monotonic() - started
     placed = wait_for(lambda: (r := {p.metadata.name: p.spec.node_name for p in core.list_namespaced_pod(
         "default", label_selector=f"gang={g}").items if p.spec.node_name}) and len(r) == 3 and r, 5, "gang whole")

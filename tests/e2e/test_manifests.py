@@ -40,7 +40,8 @@ def test_base_manifests_apply_cleanly_with_server_side_dry_run(k8s):
     applied = dry_run_all(k8s, build(MANIFESTS))
     for expected in ("Deployment/clique-scheduler", "ConfigMap/clique-scheduler-config", "ClusterRole/clique:extender",
                      "Service/clique-scheduler-metrics", "ServiceAccount/clique-scheduler",
-                     "Deployment/clique-autoscaler", "ClusterRole/clique:autoscaler", "Service/clique-autoscaler-metrics"):
+                     "Deployment/clique-autoscaler", "ClusterRole/clique:autoscaler", "Service/clique-autoscaler-metrics",
+                     "Service/clique-scheduler-webhook", "MutatingWebhookConfiguration/clique-scheduler"):
         assert expected in applied
 
 

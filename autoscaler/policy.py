@@ -16,7 +16,7 @@ it in steps of `podsPerReplica`.
     gang: {gpusPerPod: 8, topologyRequired: nvidia.com/gpu.clique}
     metrics:
     - type: QueueDepth                     # QueueDepth | KVCacheUsage | GPUMemory | Latency | Prometheus
-      queueDepth: {metric: vllm:num_requests_waiting, selector: {namespace: llm}}
+      queueDepth: {engine: vllm, selector: {namespace: llm}}   # vllm:num_requests_waiting; or metric: <name>
       target: {type: AverageValue, averageValue: "8"}
     behavior: {scaleDown: {stabilizationWindowSeconds: 300}}
 """
@@ -37,12 +37,37 @@ from topology.quantity import as_int, cpu_millis, parse_quantity
 POLICY_LABEL = "clique.dev/autoscaling-policy"
 POLICY_KEY = "policy.yaml"
 
-QUEUE_METRICS = ("dynamo_frontend_queued_requests", "vllm:num_requests_waiting", "sglang:num_queue_reqs")
-KV_METRICS = ("vllm:kv_cache_usage_perc", "dynamo_component_kvstats_gpu_cache_usage_percent")
-# dcgm-exporter < 4.9 reports framebuffer memory in MiB under these names; >= 4.9 renamed the fields and
-# reports bytes. Both are accepted (the byte names can be overridden: usedMetric / freeMetric).
-DCGM_LEGACY = ("DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE")
-DCGM_BYTES = ("DCGM_FI_DEV_FB_USED_BYTES", "DCGM_FI_DEV_FB_FREE_BYTES")
+# The queue and KV-cache gauges of each serving engine, named as the engine publishes them (read in the upstream
+# source at the version given). `engine:` in queueDepth / kvCacheUsage picks a row; `metric:` names any gauge.
+# Every KV gauge here is a 0..1 fraction.
+ENGINE_METRICS: dict[str, dict[str, str]] = {
+    # ai-dynamo/dynamo 1.6.1 (PyPI ai-dynamo-runtime 1.6.1): lib/runtime/src/metrics/prometheus_names.rs, as
+    # generated into dynamo/prometheus_names.py: frontend_service.QUEUED_REQUESTS "queued_requests" under
+    # name_prefix.FRONTEND "dynamo_frontend" (lib/llm/src/http/service/metrics.rs joins them with "_"; the
+    # DYN_METRICS_PREFIX variable replaces the prefix); kvstats.GPU_CACHE_USAGE_PERCENT "gpu_cache_usage_percent"
+    # under name_prefix.COMPONENT "dynamo_component" (components/src/dynamo/common/utils/prometheus.py). Dynamo
+    # 0.6.1 named the KV gauge dynamo_component_kvstats_gpu_cache_usage_percent (write it as metric: there).
+    "dynamo": {"QueueDepth": "dynamo_frontend_queued_requests",
+               "KVCacheUsage": "dynamo_component_gpu_cache_usage_percent"},
+    # vllm-project/vllm v0.33.0 vllm/v1/metrics/loggers.py (also in v0.10.2, beside the deprecated
+    # vllm:gpu_cache_usage_perc, which v0.33.0 no longer has)
+    "vllm": {"QueueDepth": "vllm:num_requests_waiting", "KVCacheUsage": "vllm:kv_cache_usage_perc"},
+    # sgl-project/sglang v0.5.23 python/sglang/srt/observability/metrics_collector.py
+    "sglang": {"QueueDepth": "sglang:num_queue_reqs", "KVCacheUsage": "sglang:token_usage"},
+    # NVIDIA/TensorRT-LLM tensorrt_llm/metrics/collector.py at main commit 050f80def8df (metric_prefix "trtllm_";
+    # these gauges came with PRs #11243 and #12545 and are set only with enable_iter_perf_stats); the first
+    # release tag holding them was not confirmed. TensorRT-LLM 1.1.0rc5 (Dynamo 0.6.x) has neither.
+    "trtllm": {"QueueDepth": "trtllm_num_requests_waiting", "KVCacheUsage": "trtllm_kv_cache_utilization"},
+}
+ENGINES = tuple(ENGINE_METRICS)
+DEFAULT_ENGINE = {"QueueDepth": "dynamo", "KVCacheUsage": "vllm"}  # neither engine nor metric given
+# GPU framebuffer memory as dcgm-exporter publishes it (NVIDIA/dcgm-exporter 4.5.3-4.8.2 etc/default-counters.csv):
+# DCGM_FI_DEV_FB_USED / _FREE / _RESERVED, gauges in MiB (DCGM v4.5.3 dcgmlib/src/DcgmCacheManager.cpp: NVML bytes
+# / 2**20). No dcgm-exporter release has byte-valued framebuffer fields. usedMetric / freeMetric rename the pair.
+DCGM_FB_MIB = ("DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE")
+# Not a default counter (add it to the counters CSV): used / (total - reserved), a 0..1 fraction per GPU (DCGM
+# v4.5.3 dcgmlib/dcgm_fields.h; DCGM v4.6.0 renames it DCGM_FI_DEV_FB_USED_RATIO and keeps this name as an alias).
+DCGM_FB_USED_FRACTION = "DCGM_FI_DEV_FB_USED_PERCENT"
 # metric type -> the key of its settings, HPA-style (type: Pods -> pods: {...})
 BODY_KEYS = {"QueueDepth": "queueDepth", "KVCacheUsage": "kvCacheUsage", "GPUMemory": "gpuMemory",
              "Latency": "latency", "Prometheus": "prometheus"}
@@ -90,15 +115,15 @@ class MetricSpec:
     type: str  # one of METRIC_TYPES
     target: MetricTarget
     source: str = "Prometheus"  # Prometheus | Scrape
-    metric: str | None = None  # metric name (queue / KV / histogram)
+    metric: str | None = None  # metric name (queue / KV / histogram / GPUMemory used fraction)
     query: str | None = None  # full PromQL (type Prometheus, or an override)
     selector: tuple[tuple[str, str], ...] = ()  # label matchers added to the query
     endpoints: tuple[str, ...] = ()  # Scrape: /metrics URLs
     quantile: float = 0.9  # Latency
     window: str = "1m"  # Latency rate window
     per_pod: bool = False  # values grouped by pod (missing / not-ready rules apply)
-    pod_label: str = "pod"
-    used_metric: str | None = None  # GPUMemory overrides
+    pod_label: str = "pod"  # read as exported_<pod_label> where Prometheus renamed it (the target has it too)
+    used_metric: str | None = None  # GPUMemory: the MiB gauges (default DCGM_FB_MIB)
     free_metric: str | None = None
     scale: float = 1.0  # multiply raw values (fractions -> percent for Utilization)
 
@@ -425,11 +450,19 @@ def _metric(i: int, raw: Any, errs: list[str]) -> MetricSpec | None:
         return _string(f"{at}.{body_key}.{key}", body.get(key), errs, default)
 
     metric, query, scale, quantile, window = field_("metric"), field_("query"), 1.0, 0.9, "1m"
-    if typ == "QueueDepth":
-        metric = metric or QUEUE_METRICS[0]
-    elif typ == "KVCacheUsage":
-        metric = metric or KV_METRICS[0]
-        # vLLM's gauge is a 0..1 fraction; a Utilization target is in percent
+    pod_label, used, free = field_("podLabel", "pod"), field_("usedMetric"), field_("freeMetric")
+    engine = body.get("engine")
+    if engine is not None and typ not in ("QueueDepth", "KVCacheUsage"):
+        errs.append(f"{at}.{body_key}.engine: applies to QueueDepth and KVCacheUsage; name the metric instead")
+    elif engine is not None and engine not in ENGINES:
+        errs.append(f"{at}.{body_key}.engine: {_show(engine)} must be one of {', '.join(ENGINES)}")
+    elif engine is not None and metric:
+        errs.append(f"{at}.{body_key}: give engine or metric, not both (engine {engine} reads "
+                    f"{ENGINE_METRICS[engine][typ]})")
+    if typ in ("QueueDepth", "KVCacheUsage"):
+        metric = metric or ENGINE_METRICS[engine if engine in ENGINES else DEFAULT_ENGINE[typ]][typ]
+    if typ == "KVCacheUsage":
+        # every engine's KV gauge is a 0..1 fraction; a Utilization target is in percent
         scale = float(_number(f"{at}.kvCacheUsage.scale", body.get("scale"), errs, 0, 1e6,
                               100.0 if ttype == "Utilization" else 1.0, low_open=True))
     elif typ == "Latency":
@@ -444,9 +477,19 @@ def _metric(i: int, raw: Any, errs: list[str]) -> MetricSpec | None:
     elif typ == "Prometheus":
         if not query:
             errs.append(f"{at}.prometheus.query: a PromQL expression is required")
-    elif typ == "GPUMemory" and ttype == "Value":
-        errs.append(f"{at}.target.type: GPUMemory takes Utilization (percent) or AverageValue (bytes per pod)")
-    pod_label, used, free = field_("podLabel", "pod"), field_("usedMetric"), field_("freeMetric")
+    elif typ == "GPUMemory":
+        if ttype == "Value":
+            errs.append(f"{at}.target.type: GPUMemory takes Utilization (percent) or AverageValue (bytes per pod)")
+        if metric is not None and metric != DCGM_FB_USED_FRACTION:
+            errs.append(f"{at}.gpuMemory.metric: {_show(metric)} is not a used-memory fraction; write "
+                        f"{DCGM_FB_USED_FRACTION}, or leave it out to read {DCGM_FB_MIB[0]} and {DCGM_FB_MIB[1]} "
+                        "(MiB; usedMetric / freeMetric rename them)")
+        elif metric and ttype == "AverageValue":
+            errs.append(f"{at}.target.type: {metric} is a fraction and takes Utilization; AverageValue (bytes per "
+                        f"pod) reads {DCGM_FB_MIB[0]}")
+        elif metric and (used or free):
+            errs.append(f"{at}.gpuMemory: usedMetric / freeMetric name MiB gauges; drop them or the metric "
+                        f"{metric}")
     if len(errs) > n:
         return None
     return MetricSpec(typ, MetricTarget(ttype, float(tval)), source, metric, query, sel, endpoints, quantile, window,

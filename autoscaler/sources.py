@@ -15,37 +15,60 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from autoscaler.algorithm import PodSample, Reading
-from autoscaler.policy import DCGM_BYTES, DCGM_LEGACY, MetricSpec
+from autoscaler.policy import DCGM_FB_MIB, MetricSpec
 
 log = logging.getLogger("clique.autoscaler.sources")
 MiB = 2**20
+# The labels dcgm-exporter puts the GPU's pod in (NVIDIA/dcgm-exporter 4.5.3-4.8.2
+# internal/pkg/transformation/const.go). Prometheus renames a scraped label exported_<name> when the target has a
+# label of that name and honor_labels is off, as in dcgm-exporter's Helm chart (deployment/values.yaml:
+# serviceMonitor.honorLabels: false): then `pod` / `namespace` are dcgm-exporter's own and the GPU's pod is in
+# exported_pod / exported_namespace. Per-pod queries read either.
+POD_LABELS = ("namespace", "pod", "container")
 
 
-def _matchers(spec: MetricSpec) -> str:
+def _matchers(pairs: tuple[tuple[str, str], ...]) -> str:
     def esc(v: str) -> str:
         return v.replace("\\", "\\\\").replace('"', '\\"')
 
-    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in spec.selector) + "}" if spec.selector else ""
+    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in pairs) + "}" if pairs else ""
+
+
+def _per_pod(spec: MetricSpec, metric: str) -> str:
+    """`metric` with the selector, its series labelled with their pod in `spec.pod_label` whether Prometheus kept
+    the label or renamed it exported_<label>. A selector on namespace / pod / container matches either spelling."""
+    src = f"{metric}{_matchers(spec.selector)}"
+    renamed = tuple((f"exported_{k}" if k in POD_LABELS else k, v) for k, v in spec.selector)
+    if renamed != spec.selector:
+        src = f"({src} or {metric}{_matchers(renamed)})"
+    by = spec.pod_label
+    return f'label_replace({src}, "{by}", "$1", "exported_{by}", "(.+)")'
 
 
 def build_query(spec: MetricSpec) -> str:
     """The PromQL for one metric spec. Per-pod kinds return one series per pod (label `spec.pod_label`)."""
-    sel, by = _matchers(spec), spec.pod_label
+    sel, by = _matchers(spec.selector), spec.pod_label
     if spec.query:
         return spec.query
+
+    def series(metric: str) -> str:
+        return _per_pod(spec, metric) if spec.per_pod else f"{metric}{sel}"
+
+    def agg(op: str) -> str:
+        return f"{op} by ({by})" if spec.per_pod else op
+
     if spec.type == "QueueDepth":
         return f"sum({spec.metric}{sel})"
     if spec.type == "KVCacheUsage":
-        inner = f"avg by ({by}) ({spec.metric}{sel})" if spec.per_pod else f"avg({spec.metric}{sel})"
+        inner = f"{agg('avg')} ({series(spec.metric or '')})"
         return f"{inner} * {spec.scale:g}" if spec.scale != 1 else inner
     if spec.type == "GPUMemory":
-        used_b, free_b = spec.used_metric or DCGM_BYTES[0], spec.free_metric or DCGM_BYTES[1]
-        agg = f"sum by ({by})" if spec.per_pod else "sum"
-        # legacy fields are MiB, the renamed ones bytes: accept either, in bytes
-        used = f"({agg} ({DCGM_LEGACY[0]}{sel}) * {MiB} or {agg} ({used_b}{sel}))"
+        if spec.metric:  # DCGM_FI_DEV_FB_USED_PERCENT: a 0..1 fraction per GPU
+            return f"100 * {agg('avg')} ({series(spec.metric)})"
+        used = f"{agg('sum')} ({series(spec.used_metric or DCGM_FB_MIB[0])})"  # MiB
         if spec.target.type == "AverageValue":  # bytes per pod (or in total when not per pod)
-            return used
-        free = f"({agg} ({DCGM_LEGACY[1]}{sel}) * {MiB} or {agg} ({free_b}{sel}))"
+            return f"{used} * {MiB}"
+        free = f"{agg('sum')} ({series(spec.free_metric or DCGM_FB_MIB[1])})"
         return f"100 * {used} / ({used} + {free})"
     if spec.type == "Latency":
         return (f"histogram_quantile({spec.quantile:g}, sum by (le) (rate({spec.metric}_bucket{sel}"
@@ -106,7 +129,8 @@ def _from_vector(spec: MetricSpec, result: list[dict[str, Any]], pods: list[Targ
     if spec.per_pod:
         by_pod: dict[str, float] = {}
         for s in result:
-            pod, v = (s.get("metric") or {}).get(spec.pod_label), _value(s)
+            labels = s.get("metric") or {}  # a query override may leave the renamed label as it came
+            pod, v = labels.get(f"exported_{spec.pod_label}") or labels.get(spec.pod_label), _value(s)
             if pod is not None and v is not None:
                 by_pod[pod] = v
         if not pods:
@@ -159,14 +183,18 @@ async def _read_scrape(spec: MetricSpec, http: Any) -> Reading:
     elif spec.type == "KVCacheUsage":
         vals = pick(spec.metric or "")
         value = sum(vals) / len(vals) * spec.scale if vals else None
+    elif spec.type == "GPUMemory" and spec.metric:  # DCGM_FI_DEV_FB_USED_PERCENT, 0..1 per GPU
+        vals = pick(spec.metric)
+        value = 100 * sum(vals) / len(vals) if vals else None
     elif spec.type == "GPUMemory":
-        used = [v * MiB for v in pick(DCGM_LEGACY[0])] or pick(spec.used_metric or DCGM_BYTES[0])
-        free = [v * MiB for v in pick(DCGM_LEGACY[1])] or pick(spec.free_metric or DCGM_BYTES[1])
+        used = [v * MiB for v in pick(spec.used_metric or DCGM_FB_MIB[0])]
+        free = [v * MiB for v in pick(spec.free_metric or DCGM_FB_MIB[1])]
         if used and spec.target.type == "AverageValue":
             value = sum(used) / len(used)
         elif used and free:
             value = 100 * sum(used) / (sum(used) + sum(free))
     if value is None:
-        why = "; ".join(errors) if errors else f"no {spec.metric or 'DCGM framebuffer'} samples matching {sel or '{}'}"
+        name = spec.metric or f"{spec.used_metric or DCGM_FB_MIB[0]} / {spec.free_metric or DCGM_FB_MIB[1]}"
+        why = "; ".join(errors) if errors else f"no {name} samples matching {sel or '{}'}"
         return Reading(spec, error=f"scrape: {why}")
     return Reading(spec, value=value)

@@ -107,8 +107,15 @@ def _phase(cp, core, custom, mode: str, scheduler: str, gangs: int, nodes: int, 
            "one_domain_share": round(sum(len({domain[h] for h in hosts}) == 1 for hosts in whole) / max(1, len(whole)), 3)}
     say(f"[bench e2e] {mode}: {len(placed)}/{total} pods bound in {elapsed:.1f}s ({row['pods_per_s']} pods/s), "
         f"partial gangs {row['partial_gangs']}, one-domain share {row['one_domain_share']:.0%}")
-    core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
-    end = time.monotonic() + 120
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
+    except ApiException as exc:  # thousands of pods: the request may time out (504) while the deletion goes on
+        if exc.status != 504:
+            raise
+        say(f"[bench e2e] deleting {total} pods took longer than the API server's request timeout; waiting")
+    end = time.monotonic() + 300
     while core.list_namespaced_pod(ns, resource_version="0").items and time.monotonic() < end:
         time.sleep(0.3)
     return row

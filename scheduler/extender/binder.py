@@ -72,6 +72,25 @@ class Binder:
             return [first, *await asyncio.gather(*(one(*p) for p in places[1:]))]
         return list(await asyncio.gather(*(one(*p) for p in places)))
 
+    async def nominate(self, key: str, node: str) -> str:
+        """Set a pending pod's status.nominatedNodeName to its planned node (a merge patch of pods/status)."""
+        from kubernetes_asyncio import client
+
+        ns, name = key.split("/", 1)
+        try:
+            resp = await client.CoreV1Api(self.api).patch_namespaced_pod_status(
+                name, ns, {"status": {"nominatedNodeName": node}}, _preload_content=False)
+            try:
+                if 200 <= resp.status < 300:
+                    return ""
+                err = f"nominating {node} for {key}: {_status_message(resp.status, await resp.read())}"
+            finally:
+                resp.release()
+        except Exception as exc:  # noqa: BLE001 - a shortcut for kube-scheduler, never needed for correctness
+            err = f"nominating {node} for {key}: {exc!r:.200}"
+        log.info("%s", err)
+        return err
+
     async def delete_pods(self, keys: list[str], why: str, uids: dict[str, str] | None = None) -> list[str]:
         """Delete pods at once (their controllers recreate them); a pod already gone is success. With `uids`, only
         that pod (a precondition), never a successor created under the same name. Returns the failures, each

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 import logging
 import time
 from dataclasses import replace
@@ -59,11 +60,23 @@ class Metrics:
                                     registry=self.registry)
         self.refused_binds = Counter("clique_extender_refused_binds_total", "Bind requests refused before any "
                                      "Binding (not planned, wrong node)", registry=self.registry)
+        self.filter_scope = Counter("clique_extender_filter_calls_total", "Filter calls by the nodes sent: a pod's "
+                                    "nominated node alone, or more", ["scope"], registry=self.registry)
         self.recovered = Counter("clique_half_gangs_total", "Gangs found partly bound, by action", ["action"],
                                  registry=self.registry)
 
 
-JUST_BOUND_S = 60.0  # how long a Binding we made counts as bound while the watch has not shown it yet
+JUST_BOUND_S = 60.0
+NOMINATE_S = 1.0  # at most this long the planning filter call waits for its nominations to be written
+
+
+def _spawn(coro) -> None:
+    """Run an API write in the background; without a running loop (in-process tests of the pure paths) it is
+    dropped."""
+    try:
+        asyncio.get_running_loop().create_task(coro)
+    except RuntimeError:
+        coro.close()  # how long a Binding we made counts as bound while the watch has not shown it yet
 
 
 class Extender:
@@ -82,6 +95,8 @@ class Extender:
         self._event_sent: dict[tuple[str, str], float] = {}
         self._objects: dict[str, tuple[int, str | None, float]] = {}  # size object -> (size, topology key, read at)
         self._lws: dict[str, tuple[LeaderFirst | None, float]] = {}  # "ns/name" -> (how its groups start, read at)
+        self.nominations: deque[tuple[str, str]] = deque(maxlen=1000)  # (pod, node) nominated, newest last
+        self._to_nominate: list[tuple[str, str]] = []  # nominations the current filter call sends before answering
         self._served: dict[str, str] = {}  # gang source -> API version of its size object this server serves
         # pod key -> (node, uid, when): our Bindings the watch has not shown yet
         self._just_bound: dict[str, tuple[str, str, float]] = {}
@@ -158,6 +173,12 @@ class Extender:
             result = self._filter(args.pod, args.node_names, sizes, topology, lead)
         if result.error and GANG_INCOMPLETE in result.error:  # told only once the watch had its chance
             self.event(args.pod, "GangWaiting", result.error)
+        if self._to_nominate:
+            sends, self._to_nominate = self._to_nominate, []
+            try:
+                await asyncio.wait_for(asyncio.gather(*(self.binder.nominate(k, h) for k, h in sends)), NOMINATE_S)
+            except asyncio.TimeoutError:
+                log.info("nominations for %d pod(s) not confirmed within %.1fs", len(sends), NOMINATE_S)
         return result.to_json()
 
     def gang_sizes(self, gang: GangRef) -> tuple[dict[str, int], dict[str, str]]:
@@ -243,6 +264,12 @@ class Extender:
                 topology: dict[str, str] | None = None, lead: LeaderFirst | None = None) -> FilterResult:
         self.expire()
         gang = recognize(pod, sizes, topology)
+        nominated = (pod.get("status") or {}).get("nominatedNodeName")
+        self.metrics.filter_scope.labels("nominated" if nominated and nodes == [nominated] else "nodes").inc()
+        if nominated and nodes == [nominated] and gang.source != "single" and gang.key not in self.reservations:
+            # kube-scheduler's look at a nominated node alone (see _nominate) for a gang with no plan now (e.g.
+            # released, or planned by an extender since restarted): not a place to plan a gang; all nodes follow
+            return FilterResult([], {nominated: f"gang {gang.name} has no plan yet; trying all nodes"})
         host, reason = self._host_for(pod, pod_key(pod), gang, nodes, lead)
         if host is None and GANG_INCOMPLETE in reason:
             self.metrics.reasons.labels("gang_incomplete").inc()
@@ -255,6 +282,11 @@ class Extender:
             # make it fit, so no node is offered to it (k8s.io/kube-scheduler/extender/v1/types.go).
             return FilterResult([], unresolvable={n: reason for n in nodes})
         if host not in nodes:  # a list scan: cheaper than building a set of thousands of names per call
+            nominated = (pod.get("status") or {}).get("nominatedNodeName")
+            if len(nodes) == 1 and nodes[0] == nominated:
+                # kube-scheduler tries a pod's nominated node alone first; one that is not (or no longer) the plan
+                # fails here, and kube-scheduler goes on to all nodes in the same cycle
+                return FilterResult([], {nominated: f"gang {gang.name} is planned on {host}, not {nominated}"})
             # kube-scheduler's own filters rejected the planned host (taint, selector, ...): replan the gang on
             # the next attempt, which an Error brings after a short backoff.
             self._release(gang.key, "planned host rejected by kube-scheduler's filters")
@@ -331,7 +363,27 @@ class Extender:
                  plan.solve_ms)
         res = Reservation(gang, {}, [(a.role, a.host) for a in plan.assignments], {}, roles, time.monotonic())
         self.reservations[gang.key] = res
+        if nodes is not None and gang.source != "single":
+            self._nominate(res, pending, pod)
         return res, ""
+
+    def _nominate(self, res: Reservation, pending: list[dict], pod: dict) -> None:
+        """Give each other pending member its place now and record it as the pod's nominatedNodeName:
+        kube-scheduler tries a pod's nominated node alone before all nodes (k8s.io/kubernetes v1.37.2
+        pkg/scheduler/schedule_one.go, evaluateNominatedNode), so those members cost one node's filters and a
+        one-name extender call instead of a whole-cluster pass, and kube-scheduler counts them on those nodes
+        for other pods meanwhile. The filter call that planned sends the patches before it answers, so they are
+        in kube-scheduler's queue before it takes the next member; a failed patch only loses the shortcut."""
+        me = pod_key(pod)
+        for m in sorted(pending, key=pod_key):
+            key = pod_key(m)
+            if key == me:
+                continue
+            q = pod_request(m)
+            host = res.claim(key, recognize(m).role, (q.gpus, q.cpu_millis, q.memory, 1))
+            if host is not None and (m.get("status") or {}).get("nominatedNodeName") != host:
+                self.nominations.append((key, host))
+                self._to_nominate.append((key, host))
 
     def _held(self) -> dict[str, Request]:
         """What reservations hold, plus pods this process bound that the watch does not count yet (so no plan
@@ -533,4 +585,4 @@ class Extender:
             self._event_sent = {k: t for k, t in self._event_sent.items() if now - t < 60}
         self._event_sent[key] = now
         log.info("%s %s: %s", reason, key[0], message)
-        asyncio.get_running_loop().create_task(self.binder.event(pod, reason, message, warning))
+        _spawn(self.binder.event(pod, reason, message, warning))

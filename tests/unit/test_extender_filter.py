@@ -112,3 +112,23 @@ def test_held_worker_places_are_released_when_the_groups_pods_go_away():
     ext.expire()
     assert "default/lws/gone-0" not in ext.reservations
     assert ext.metrics.gangs.labels("expired")._value.get() == 1
+
+
+def test_the_other_members_of_a_planned_gang_are_nominated_to_their_hosts_and_a_nominated_look_is_cheap():
+    ext, names = _extender(8)
+    pods = [_pod("n", i, 3) for i in range(3)]
+    ext.state._set_pods(pods)
+    first = ext._filter(pods[0], list(names)).node_names[0]
+    res = ext.reservations["default/clique/n"]
+    nominated = dict(ext.nominations)
+    assert set(nominated) == {"default/n-1", "default/n-2"} and nominated == {k: res.hosts[k] for k in nominated}
+    assert first not in nominated.values()
+    # kube-scheduler then tries each nominated node alone: the planned host passes with a one-name list
+    pods[1]["status"] = {"nominatedNodeName": nominated["default/n-1"]}
+    assert ext._filter(pods[1], [nominated["default/n-1"]]).node_names == [nominated["default/n-1"]]
+    # a stale nomination (another node) fails quickly and plans nothing; kube-scheduler goes on to all nodes
+    other = next(n for n in names if n not in res.hosts.values())
+    pods[2]["status"] = {"nominatedNodeName": other}
+    stale = ext._filter(pods[2], [other]).to_json()
+    assert not stale["NodeNames"] and other in stale["FailedNodes"] and not stale["Error"]
+    assert ext.reservations["default/clique/n"] is res

@@ -86,14 +86,14 @@ def test_gang_lands_whole_inside_one_nvlink_domain_and_waits_whole_when_it_canno
                          for i in (0, 1)), 60, "busy pods Running")
 
     g1 = f"{prefix}-a"
-    gang_pods(core, g1, 4)
+    gang_pods(core, g1, 4, pool=prefix)  # only this test's nodes: other modules leave free domains behind
     placed = wait_for(lambda: (r := running_on(core, g1)) and len(r) == 4 and r, 90, "gang a Running")
     assert {domain[n] for n in placed.values()} == {f"{prefix}.2"}
     assert len(set(placed.values())) == 4
 
     # Now no domain has 4 free hosts: the next gang waits whole, with an Event that says why.
     g2 = f"{prefix}-b"
-    gang_pods(core, g2, 4)
+    gang_pods(core, g2, 4, pool=prefix)
 
     def explained():
         events = core.list_namespaced_event("default", field_selector=f"involvedObject.name={g2}-0").items

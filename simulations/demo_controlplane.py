@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from simulations.controlplane.processes import wait_for
 from topology.levels import levels_from_labels, preset
 from topology.model import HostInfo, Topology
 from topology.render import render_png, render_text
@@ -114,13 +115,7 @@ class BindWatch:
 
 
 def _wait(pred: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise TimeoutError(f"[demo] timed out after {timeout_s:.0f}s waiting for {what}")
+    return wait_for(pred, timeout_s, f"[demo] {what}", interval_s)
 
 
 def _pod_spec(pool: str, gpus: int, scheduler: str | None = None, tp: int | None = None) -> dict:

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import datetime as dt
-import ipaddress
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +35,7 @@ import yaml
 
 from simulations.controlplane import processes as P
 from simulations.controlplane.build import asset_path, ensure_optional
+from simulations.controlplane.pki import create_serving_certs
 from simulations.controlplane.versions import LWS
 
 if TYPE_CHECKING:
@@ -180,48 +179,6 @@ def webhook_manifests(port: int, ca_pem: bytes, host: str = "127.0.0.1") -> list
     return out
 
 
-# ----------------------------------------------------------------------------------------- webhook certificates
-def create_webhook_certs(directory: Path, host: str = "127.0.0.1") -> bytes:
-    """A CA and a serving certificate for `host`, written as directory/tls.crt and tls.key (the names
-    controller-runtime's webhook server reads); returns the CA certificate (PEM) for the caBundle."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
-    start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=30)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clique-lws-webhook-ca")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    try:
-        sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-    except ValueError:
-        sans.append(x509.DNSName(host))
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lws-webhook")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    ca_pem = ca.public_bytes(pem)
-    (directory / "ca.crt").write_bytes(ca_pem)
-    (directory / "tls.crt").write_bytes(leaf.public_bytes(pem))
-    key_path = directory / "tls.key"
-    key_path.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    return ca_pem
 
 
 def manager_config(webhook_port: int, health_port: int, cert_dir: Path, host: str = "127.0.0.1") -> dict[str, Any]:
@@ -262,7 +219,7 @@ def start(cp: "ControlPlane") -> P.Proc:
     try:
         work = cp.workdir / "lws"
         cert_dir = work / "certs"
-        ca_pem = create_webhook_certs(cert_dir)
+        ca_pem = create_serving_certs(cert_dir, common_name="lws-webhook")
         webhook_port, health_port = P.free_port(), P.free_port()
         cp.ports["lws-webhook"], cp.ports[PROCESS_NAME] = webhook_port, health_port
         cfg_path = work / "config.yaml"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable
+from typing import Any
+
+from simulations.controlplane.processes import wait_for  # noqa: F401 - the e2e modules import it from here
 
 
 def gpu_pod(name: str, gpus: int, scheduler: str = "default-scheduler", labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -19,14 +20,3 @@ def gpu_pod(name: str, gpus: int, scheduler: str = "default-scheduler", labels: 
             }],
         },
     }
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last value: {last!r})")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import datetime as dt
-import ipaddress
 import json
 import logging
 import ssl
@@ -24,6 +22,7 @@ from hypothesis import strategies as st
 from clique.cli import main
 from scheduler.extender.admission import (MAX_BODY, NotAReview, WebhookServer, parse_review, patch_for, review,
                                           webhook_app)
+from simulations.controlplane.pki import create_serving_certs
 from simulations.controlplane.processes import free_port
 
 OURS = "clique-scheduler"
@@ -32,38 +31,7 @@ OURS = "clique-scheduler"
 # ------------------------------------------------------------------------------------------------ builders
 def mint_certs(directory: Path, host: str = "127.0.0.1") -> Path:
     """A throw-away CA and a serving certificate for `host`: directory/tls.crt, tls.key, ca.crt (returned)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
-    start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clique-webhook-test-ca")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clique-scheduler-webhook")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host)),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    (directory / "ca.crt").write_bytes(ca.public_bytes(pem))
-    (directory / "tls.crt").write_bytes(leaf.public_bytes(pem))
-    (directory / "tls.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
-    (directory / "tls.key").chmod(0o600)
+    create_serving_certs(directory, host, common_name="clique-scheduler-webhook", days=1)
     return directory / "ca.crt"
 
 

@@ -56,7 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     from simulations.replay import ModelConfig
 
     for f, default in ModelConfig().__dict__.items():
-        r.add_argument("--" + f.replace("_", "-"), type=type(default), default=default, dest=f)
+        if isinstance(default, bool):
+            r.add_argument("--" + f.replace("_", "-"), action="store_true", default=default, dest=f)
+        else:
+            r.add_argument("--" + f.replace("_", "-"), type=type(default), default=default, dest=f)
+    r.add_argument("--no-frontier", action="store_true", help="skip the knob sweeps (the frontier plot then "
+                                                               "shows each policy at its defaults only)")
     r.set_defaults(func=cmd_replay)
 
 
@@ -218,8 +223,8 @@ def trace_is_azure(trace: str) -> bool:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from simulations.replay import (ModelConfig, compare, frontier, frontier_plot, frontier_verdict, replay_plots,
-                                    replay_table)
+    from simulations.replay import (DYNAMO_VERSION, ModelConfig, compare, frontier, frontier_plot, frontier_verdict,
+                                    replay_plots, replay_table)
     from simulations.workloads import ATTRIBUTION, data_file, load_requests
 
     try:
@@ -239,16 +244,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.kwok:
         return cmd_replay_kwok(args, requests, cfg, results)
     print(replay_table(results))
-    points = frontier(requests, cfg)
+    for r in results:
+        if r.policy == "clique" and r.reasons:
+            print(f"clique's last decision: {r.reasons[-1]}")
+    t1 = time.monotonic()
+    points = frontier(requests, cfg, results, sweep=not args.no_frontier)
     oracle_h = next(r.summary()["gpu_hours"] for r in results if r.policy == "oracle")
     verdict = frontier_verdict(points, oracle_h)
-    print(f"our policy over its settings ({len(points)} runs): {verdict}")
+    print(f"frontier ({len(points)} points, {time.monotonic() - t1:.1f}s): {verdict}")
     args.output.mkdir(parents=True, exist_ok=True)
     png = replay_plots(results, requests, cfg, args.output / "replay.png")
     png2 = frontier_plot(points, results, args.output / "replay-frontier.png")
     out = {"simulation": "autoscaling", "trace": args.trace, "requests": len(requests), "config": cfg.__dict__,
            "attribution": ATTRIBUTION["azure"] if trace_is_azure(args.trace) else "",
-           "results": [r.summary() for r in results], "frontier": [p.__dict__ for p in points], "verdict": verdict}
+           "results": [r.summary() for r in results], "frontier": [p.__dict__ for p in points], "verdict": verdict,
+           "dynamo_planner_modelled": DYNAMO_VERSION, "wall_s": round(time.monotonic() - t0, 1)}
     (args.output / "replay.json").write_text(json.dumps(out, indent=1))
     print(f"[replay] {time.monotonic() - t0:.1f}s; plots: {png}, {png2}", file=sys.stderr)
     if args.json:
@@ -265,7 +275,7 @@ def cmd_replay_kwok(args: argparse.Namespace, requests, cfg, offline) -> int:
     real = run_kwok_replay(requests, cfg, args.kwok_speedup, args.kwok_hosts,
                            say=lambda m: print(m, file=sys.stderr, flush=True),
                            progress=lambda d, n: bar("kwok clique", d, n))
-    ours = next(r for r in offline if r.policy == "clique")
+    ours = next(r for r in offline if r.policy == "clique-reactive")  # the rules the daemon runs today
     oracle = next(r for r in offline if r.policy == "oracle")
     print(replay_table([ours, real.replay, oracle]))
     s = real.summary()

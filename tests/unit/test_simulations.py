@@ -58,7 +58,8 @@ def test_replay_serves_every_request_and_the_fixed_fleet_counts_gpu_hours():
     assert 0 < fixed.gpu_hours <= (8 * cfg.prefill_pods + cfg.decode_pods) * cfg.gpus_per_pod * hours + 1e-6
     assert fixed.scale_events == 0
     names = [r.policy for r in compare(reqs, cfg)]
-    assert names == ["clique", "hpa-gpu-util", "keda-queue", "dynamo-planner", "fixed-peak", "oracle"]
+    assert names == ["clique", "clique-reactive", "hpa-gpu-util", "keda-queue", "load-step-pm1", "dynamo-throughput",
+                     "kpa-panic", "fixed-peak", "oracle"]
 
 
 def test_mooncake_jsonl_is_read(tmp_path):
@@ -82,7 +83,7 @@ def test_simulate_and_replay_commands_end_with_their_json_line(tmp_path):
     assert {"allocation_ratio_at_first_failure", "unallocated_gpus", "one_domain_share", "p99_solve_ms"} <= set(sim["results"][0])
     assert (tmp_path / "placement-openb-multigpu50-allocation.png").stat().st_size > 0
     rep = run("replay", "--limit", "600")
-    assert rep["simulation"] == "autoscaling" and len(rep["results"]) == 6
+    assert rep["simulation"] == "autoscaling" and len(rep["results"]) == 9
     assert {"ttft_slo_attainment", "itl_slo_attainment", "gpu_hours", "scale_events"} <= set(rep["results"][0])
     assert (tmp_path / "replay.png").stat().st_size > 0
 
@@ -124,7 +125,7 @@ def test_our_policy_documents_are_valid_policies_and_scale_their_times_with_the_
     dec = parse_policy("ns", "decode", docs["decode"])
     assert pre.interval_s == 1.5 and pre.scale_down.stabilization_s == 60 and pre.scale_unit == "Pods"
     assert all(m.source == "Scrape" for m in pre.metrics + dec.metrics) and dec.gang.pods == 2
-    verdict = frontier_verdict([FrontierPoint(0.25, 600, 0.995, 55.0), FrontierPoint(0.35, 300, 0.8, 40.0)], 50.0)
+    verdict = frontier_verdict([FrontierPoint("clique", "a", 0.995, 55.0), FrontierPoint("clique", "b", 0.8, 40.0)], 50.0)
     assert "best within budget: 99.5% at 55.0 GPU-hours = 1.10x" in verdict and "cheapest at >= 99%: 99.5%" in verdict
 
 

@@ -6,7 +6,8 @@ maxReplicas, metrics[].target, behavior with the same defaults) and adds what HP
 replica (`podsPerReplica`, `gang`) for whole-gang, capacity-aware scaling, metric kinds for LLM serving, and
 `dryRun`. Replicas always count replicas of the target (one LWS group, one DGD service replica = one gang); for a
 target whose /scale counts pods (a StatefulSet of gang pods) set `scaleUnit: Pods` and the autoscaler moves
-it in steps of `podsPerReplica`.
+it in steps of `podsPerReplica`. `podsPerReplica` and `gang.gpusPerPod` may be left out: the autoscaler reads them
+from the target (autoscaler/target_shape.py); written ones must agree with it, or the policy is invalid.
 
     scaleTargetRef: {apiVersion: apps/v1, kind: StatefulSet, name: decode}   # + service: for DynamoGraphDeployment
     minReplicas: 1
@@ -27,7 +28,7 @@ import codecs
 import math
 import re
 import reprlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import yaml
@@ -98,7 +99,7 @@ class ScaleTargetRef:
     api_version: str
     kind: str
     name: str
-    service: str | None = None  # DynamoGraphDeployment: spec.services.<service>.replicas
+    service: str | None = None  # DynamoGraphDeployment: spec.services.<service> / spec.components[name=<service>]
 
     def describe(self) -> str:
         return f"{self.kind}/{self.name}" + (f" service {self.service}" if self.service else "")
@@ -160,6 +161,10 @@ class GangShape:
     topology_required: str | None = None
     topology_preferred: str | None = None
     node_selector: tuple[tuple[str, str], ...] = ()  # the pods' nodeSelector: the what-if counts only these nodes
+    leader_gpus: int | None = None  # GPUs of the first pod when they differ from the others (an LWS leaderTemplate)
+    # the shape fields the policy wrote ("podsPerReplica", "gang.gpusPerPod"); the others are read from the target
+    # (autoscaler.target_shape.resolve_gang), and a written one that contradicts the target makes the policy invalid
+    stated: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -362,8 +367,8 @@ def parse_policy(namespace: str, name: str, text: str | bytes | Mapping[str, Any
                                        for k in ("apiVersion", "kind", "name"))
         service = _string("scaleTargetRef.service", ref.get("service"), errs)
         if kind == "DynamoGraphDeployment" and not service:
-            errs.append("scaleTargetRef.service: a DynamoGraphDeployment target needs the service name whose "
-                        "spec.services.<service>.replicas is scaled")
+            errs.append("scaleTargetRef.service: a DynamoGraphDeployment target needs the service to scale: its key "
+                        "in spec.services (nvidia.com/v1alpha1) or its name in spec.components (nvidia.com/v1beta1)")
         target = ScaleTargetRef(api_version, kind, ref_name, service)
 
     lo = _number("minReplicas", doc.get("minReplicas"), errs, 0, MAX_REPLICAS, 1, integer=True)
@@ -377,6 +382,10 @@ def parse_policy(namespace: str, name: str, text: str | bytes | Mapping[str, Any
     interval = _number("evaluationIntervalSeconds", doc.get("evaluationIntervalSeconds"), errs, 0, 3600, 15,
                        low_open=True)
     gang = _gang(doc.get("gang"), ppr, errs)
+    gang = replace(gang, stated=frozenset(
+        ({"podsPerReplica"} if doc.get("podsPerReplica") is not None else set())
+        | ({"gang.gpusPerPod"} if isinstance(doc.get("gang"), dict) and doc["gang"].get("gpusPerPod") is not None
+           else set())))
     raw_metrics = _list("metrics", doc.get("metrics"), errs, "of metric mappings")
     metrics = tuple(m for i, raw in enumerate(raw_metrics) if (m := _metric(i, raw, errs)) is not None)
     if not raw_metrics:

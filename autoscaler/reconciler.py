@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from autoscaler.algorithm import Capacity, Decision, History, Reason, decide, record
 from autoscaler.policy import POLICY_KEY, POLICY_LABEL, Policy, PolicyError, parse_policy
 from autoscaler.sources import PrometheusSource, read_metric
+from autoscaler.target_shape import pending_replicas, resolve_gang
 from autoscaler.targets import TargetError, Targets
 from scheduler.placement.engine import CliqueEngine
 from scheduler.placement.types import Gang, Role, Snapshot
@@ -29,6 +30,10 @@ from scheduler.placement.types import Gang, Role, Snapshot
 log = logging.getLogger("clique.autoscaler")
 STATUS_ANNOTATION = "clique.dev/autoscaling-status"
 COMPONENT = "clique-autoscaler"
+
+
+class PolicyContradictsTarget(ValueError):
+    """A valid policy whose gang shape disagrees with what its target declares: reported like an invalid policy."""
 
 
 class Metrics:
@@ -141,6 +146,15 @@ class Autoscaler:
         started = time.perf_counter()
         try:
             return await self.evaluate(key, rt)
+        except PolicyContradictsTarget as exc:
+            self.metrics.policy_errors.labels(key).set(1)
+            log.error("invalid policy %s: %s", key, exc)
+            if self.clock() - rt.events_sent.get("InvalidPolicy", -1e9) >= 300 or rt.last.get("error") != str(exc):
+                rt.events_sent["InvalidPolicy"] = self.clock()
+                ns, name = key.split("/", 1)
+                await self._event(ns, {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "namespace": ns},
+                                  "InvalidPolicy", str(exc), True)
+            await self._write_status(key, rt, {"valid": False, "error": str(exc)})
         except TargetError as exc:
             log.error("policy %s: %s", key, exc)
             await self._write_status(key, rt, {"valid": True, "error": str(exc)})
@@ -155,16 +169,23 @@ class Autoscaler:
         p = rt.policy
         assert p is not None
         scale = await self.targets.read(p.namespace, p.target)
+        gang, problems = resolve_gang(p.gang, p.scale_unit, scale.shape, p.target.describe())
+        if problems:
+            raise PolicyContradictsTarget(f"ConfigMap {key} key {POLICY_KEY} contradicts its target: "
+                                          + "; ".join(problems))
+        self.metrics.policy_errors.labels(key).set(0)
+        p = replace(p, gang=gang)  # the shape as the target declares it, where the policy left it out
         current = p.from_scale(scale.replicas)
         pods, unbound = await self.targets.pods(p.namespace, scale.selector)
         readings = await asyncio.gather(*(read_metric(m, self.prometheus, pods, self._session()) for m in p.metrics))
-        capacity = self.capacity(p, unbound) if p.capacity_aware else None
+        pending = pending_replicas(unbound, scale.selects, p.gang.pods)
+        capacity = self.capacity(p, pending) if p.capacity_aware else None
         now = self.clock()
         decision = decide(p, current, list(readings), rt.history, now, capacity)
         dry = p.dry_run or self.dry_run
         applied = False
         if decision.changed and not dry:
-            await self.targets.write(p.namespace, p.target, p.to_scale(decision.desired))
+            await self.targets.write(p.namespace, p.target, p.to_scale(decision.desired), scale)
             applied = True
             self.metrics.scale_events.labels(key, "up" if decision.desired > decision.current else "down").inc()
         record(rt.history, decision, now, applied)
@@ -175,25 +196,30 @@ class Autoscaler:
         m.metrics_ok.labels(key).set(1 if all(o.replicas is not None for o in decision.metrics) else 0)
         log.info("policy %s: %s [%s]%s", key, decision.message, decision.reason.value, " (dry run)" if dry else "")
         await self._announce(p, rt, decision, dry)
-        await self._write_status(key, rt, self._status(p, decision, dry))
+        await self._write_status(key, rt, self._status(p, decision, dry, scale.via))
         return decision
 
-    def capacity(self, p: Policy, unbound_pods: int) -> Capacity | None:
-        """How many more gangs of the policy's shape fit now (the engine's what-if on a live snapshot)."""
+    def capacity(self, p: Policy, pending: int) -> Capacity | None:
+        """How many more gangs of the policy's shape fit now (the engine's what-if on a live snapshot), beside the
+        `pending` replicas of the target created but not bound yet."""
         if self.state is None or p.gang.gpus_per_pod <= 0:
             return None
         if not all(ev.is_set() for ev in self.state.synced.values()):
             return Capacity(0, 0, "cluster state not synced yet")
-        gang = Gang(f"{p.namespace}/{p.target.name}-whatif",
-                    (Role("worker", p.gang.pods, p.gang.gpus_per_pod, p.gang.cpu_millis_per_pod, p.gang.memory_per_pod),),
-                    required_level=p.gang.topology_required, preferred_level=p.gang.topology_preferred)
+        g = p.gang
+        if g.leader_gpus is not None and g.pods > 1:  # e.g. an LWS whose leaderTemplate asks for other GPUs
+            roles = (Role("leader", 1, g.leader_gpus, g.cpu_millis_per_pod, g.memory_per_pod),
+                     Role("worker", g.pods - 1, g.gpus_per_pod, g.cpu_millis_per_pod, g.memory_per_pod))
+        else:
+            roles = (Role("worker", g.pods, g.gpus_per_pod, g.cpu_millis_per_pod, g.memory_per_pod),)
+        gang = Gang(f"{p.namespace}/{p.target.name}-whatif", roles,
+                    required_level=g.topology_required, preferred_level=g.topology_preferred)
         snapshot = self.state.snapshot()
         if p.gang.node_selector:  # only the nodes the pods may land on
             sel = dict(p.gang.node_selector)
             hosts = {name: (h if all(self.state.nodes[name].labels.get(k) == v for k, v in sel.items())
                             else replace(h, schedulable=False)) for name, h in snapshot.hosts.items()}
             snapshot = Snapshot(snapshot.topology, hosts)
-        pending = -(-unbound_pods // p.gang.pods)
         fits = self.engine.what_if(snapshot, gang, limit=p.max_replicas + pending)
         reason = ""
         if fits < p.max_replicas + pending:
@@ -202,10 +228,12 @@ class Autoscaler:
         return Capacity(fits, pending, reason)
 
     # ------------------------------------------------------------------ reporting
-    def _status(self, p: Policy, d: Decision, dry: bool) -> dict[str, Any]:
+    def _status(self, p: Policy, d: Decision, dry: bool, via: str = "") -> dict[str, Any]:
         cond_ok = d.reason not in (Reason.NO_METRICS, Reason.METRICS_MISSING)
         return {
-            "valid": True, "target": p.target.describe(), "currentReplicas": d.current, "desiredReplicas": d.desired,
+            "valid": True, "target": p.target.describe() + (f" via {via}" if via else ""),
+            "gang": {"podsPerReplica": p.gang.pods, "gpusPerPod": p.gang.gpus_per_pod},
+            "currentReplicas": d.current, "desiredReplicas": d.desired,
             "reason": d.reason.value, "message": d.message, "blockedByCapacity": d.blocked_by_capacity, "dryRun": dry,
             "metrics": [{"name": o.name, "value": o.current_value, "target": o.target, "error": o.error}
                         for o in d.metrics],

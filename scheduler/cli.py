@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                             "TLS, which routes gang pods to --scheduler-name; needs --webhook-cert-dir")
     e.add_argument("--webhook-cert-dir", help="directory with tls.crt and tls.key for --webhook-listen (a mounted "
                                               "kubernetes.io/tls Secret; renewed files are picked up)")
+    e.add_argument("--gate-gangs", choices=("on", "off"), default="on",
+                   help="the webhook also adds the scheduling gate clique.dev/placement to gang pods (not LWS); the "
+                        "extender plans each gang once complete and releases its members pinned to the planned "
+                        "domain (scheduler/extender/pinning.py). Pods that carry the gate from their template are "
+                        "released the same way whatever this says")
     e.set_defaults(func=cmd_extender)
 
 
@@ -59,7 +64,8 @@ def cmd_extender(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(serve(args.kubeconfig, host or "127.0.0.1", port_n, levels, args.bind_timeout,
-                          args.scheduler_name, metrics, max(args.reservation_timeout, args.bind_timeout), webhook))
+                          args.scheduler_name, metrics, max(args.reservation_timeout, args.bind_timeout), webhook,
+                          gate=args.gate_gangs == "on"))
     except KubeConfigError as exc:
         print(f"clique scheduler extender: {exc}", file=sys.stderr)
         return 2
@@ -69,6 +75,8 @@ def cmd_extender(args: argparse.Namespace) -> int:
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     from scheduler.extender.bench import register_bench as extender
     from scheduler.placement.bench import register_bench as placement
+    from scheduler.placement.preemption_bench import register_bench as preemption
 
     placement(bench_sub)
     extender(bench_sub)
+    preemption(bench_sub)

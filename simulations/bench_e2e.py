@@ -2,7 +2,10 @@
 Side effects: starts a local control plane (with the workload-aware alpha gates on), KWOK nodes, our extender.
 
     stock          the default kube-scheduler, no extender; the gangs' pods are plain pods
-    clique         the second kube-scheduler (profile clique-scheduler) calling Clique's extender
+    clique         the second kube-scheduler (profile clique-scheduler) calling Clique's extender; the namespace
+                   opted in to the webhook, so gangs are gated, planned once complete and pinned (pinning.py)
+    clique-template  no webhook: the pods carry the gate clique.dev/placement from their template
+    clique-filter  no webhook and no gate: every pod goes through the per-pod filter path
     kube-workload  the default kube-scheduler with Kubernetes' own gang + topology scheduling: a PodGroup per
                    gang (scheduling.k8s.io/v1beta1, gang minCount, topology key nvidia.com/gpu.clique);
                    feature gates GenericWorkload and TopologyAwareWorkloadScheduling
@@ -15,13 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 NVL = "nvidia.com/gpu.clique"
 GANG = 4
 DOMAIN_HOSTS = 16
+MODES = ("stock", "clique", "clique-template", "clique-filter", "kube-workload")
+OPT_IN = {"clique.dev/scheduler": "enabled"}  # manifests/scheduler/webhook.yaml namespaceSelector
 
 
 def _pod(name: str, gang: str, scheduler: str, mode: str) -> dict:
@@ -29,19 +37,23 @@ def _pod(name: str, gang: str, scheduler: str, mode: str) -> dict:
            "metadata": {"name": name, "labels": {"bench-gang": gang}},
            "spec": {"schedulerName": scheduler, "automountServiceAccountToken": False,
                     "containers": [{"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}
-    if mode == "clique":
+    if mode.startswith("clique"):
         pod["metadata"]["annotations"] = {"clique.dev/gang": gang, "clique.dev/gang-size": str(GANG),
                                           "clique.dev/topology-required": "nvlink"}
+        if mode == "clique-template":
+            pod["spec"]["schedulingGates"] = [{"name": "clique.dev/placement"}]  # scheduler/extender/pinning.py
     elif mode == "kube-workload":
         pod["spec"]["schedulingGroup"] = {"podGroupName": gang}
     return pod
 
 
-def run(nodes: int, timeout_s: float, say=print) -> list[dict]:
+def run(nodes: int, timeout_s: float, say=print, modes: tuple[str, ...] = MODES, latency_gangs: int = 20) -> list[dict]:
     from kubernetes import client
 
     from simulations.controlplane import ControlPlane, ControlPlaneOptions
     from simulations.controlplane.kwok_nodes import create_nodes
+    from simulations.controlplane.pki import create_serving_certs
+    from simulations.controlplane.processes import free_port
     from scheduler.extender.process import clique_scheduler_config, start_extender, stop_extender
     from topology.spec import parse_cluster_spec
 
@@ -58,55 +70,199 @@ def run(nodes: int, timeout_s: float, say=print) -> list[dict]:
         create_nodes(api, spec.hosts(), workers=16, wait_ready_s=300)
         domain = {h.name: h.labels[NVL] for h in spec.hosts()}
         say(f"[bench e2e] {nodes} KWOK nodes Ready in {time.perf_counter() - t:.1f}s")
-        ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log", preset="gb200-nvl72")
+        webhook_port = free_port()
+        ca = create_serving_certs(cp.workdir / "webhook-tls")
+        ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log", preset="gb200-nvl72",
+                                   webhook_port=webhook_port, webhook_cert_dir=cp.workdir / "webhook-tls")
         try:
+            register_webhook(api, webhook_port, ca)
             cp.start_scheduler(clique_scheduler_config(port), name="clique-scheduler")
+            probe = Probe(cp, api, ext.pid, port)
             gangs = max(1, nodes // (2 * GANG))
-            for mode, scheduler in (("stock", "default-scheduler"), ("clique", "clique-scheduler"),
-                                    ("kube-workload", "default-scheduler")):
-                rows.append(_phase(cp, core, custom, mode, scheduler, gangs, nodes, domain, timeout_s, say))
+            for mode in modes:
+                scheduler = "clique-scheduler" if mode.startswith("clique") else "default-scheduler"
+                rows.append(_phase(cp, core, custom, probe, mode, scheduler, gangs, nodes, domain, timeout_s,
+                                   latency_gangs, say))
         finally:
             stop_extender(ext)
             api.close()
     return rows
 
 
-def _phase(cp, core, custom, mode: str, scheduler: str, gangs: int, nodes: int, domain: dict, timeout_s: float, say) -> dict:
+WEBHOOK_MANIFEST = Path(__file__).parents[1] / "manifests" / "scheduler" / "webhook.yaml"
+
+
+def register_webhook(api, port: int, ca: bytes, timeout_s: float = 60) -> None:
+    """The shipped MutatingWebhookConfiguration, calling the extender's webhook on 127.0.0.1; waits until the API
+    server applies it (a dry-run pod in an opted-in namespace comes out gated)."""
+    import base64
+
+    import yaml
+    from kubernetes import client
+
+    config = next(d for d in yaml.safe_load_all(WEBHOOK_MANIFEST.read_text())
+                  if d and d["kind"] == "MutatingWebhookConfiguration")
+    config["webhooks"][0]["clientConfig"] = {"url": f"https://127.0.0.1:{port}/mutate",
+                                             "caBundle": base64.b64encode(ca).decode()}
+    client.AdmissionregistrationV1Api(api).create_mutating_webhook_configuration(config)
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "bench-webhook-probe", "labels": OPT_IN}})
+    probe = _pod("probe", "probe", "clique-scheduler", "clique")
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            made = core.create_namespaced_pod("bench-webhook-probe", probe, dry_run="All")
+            if made.spec.scheduling_gates:
+                return
+        except Exception:  # noqa: BLE001 - the webhook's port may not listen yet
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the extender's admission webhook on 127.0.0.1:{port} did not take effect in {timeout_s}s")
+
+
+class Probe:
+    """What to sample around a phase: each kube-scheduler's and the extender's /metrics, every process's CPU."""
+
+    def __init__(self, cp, api, extender_pid: int, extender_port: int) -> None:
+        self.api = api
+        self.urls = {name: f"https://127.0.0.1:{cp.ports[name]}/metrics" for name in ("kube-scheduler", "clique-scheduler")}
+        self.urls["extender"] = f"http://127.0.0.1:{extender_port}/metrics"
+        self.pids = {name: proc.pid for name, proc in cp.procs.items()}
+        self.pids.update({"extender": extender_pid, "bench": os.getpid()})
+
+    def sample(self):
+        from simulations.bench_breakdown import sample
+
+        def apiserver() -> str:
+            method, url, headers, body, _ = self.api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+            resp = self.api.call_api(method, url, headers, body)
+            resp.read()
+            return resp.data.decode()
+
+        return sample(self.urls, self.pids, {"apiserver": apiserver})
+
+
+class BindWatch:
+    """When each pod of a namespace was first seen with a node: one raw watch (cheaper for the API server than
+    listing thousands of pods every few hundred milliseconds, and 10 ms resolution)."""
+
+    def __init__(self, core, ns: str) -> None:
+        self.core, self.ns = core, ns
+        self.bound: dict[str, tuple[str, float]] = {}  # pod -> (node, perf_counter when seen bound)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        rv = self.core.list_namespaced_pod(self.ns).metadata.resource_version
+        while not self._stop.is_set():
+            try:
+                resp = self.core.list_namespaced_pod(self.ns, watch=True, resource_version=rv, timeout_seconds=30,
+                                                     allow_watch_bookmarks=True, _preload_content=False)
+                for line in resp:
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
+                    name, node = (obj.get("metadata") or {}).get("name"), (obj.get("spec") or {}).get("nodeName")
+                    if node and name and name not in self.bound and event.get("type") in ("ADDED", "MODIFIED"):
+                        self.bound[name] = (node, time.perf_counter())
+                    if self._stop.is_set():
+                        break
+            except Exception:  # noqa: BLE001 - a broken watch is restarted from the last version seen
+                if self._stop.is_set():
+                    return
+                time.sleep(0.2)
+                rv = self.core.list_namespaced_pod(self.ns).metadata.resource_version
+
+    def wait(self, names: set[str], timeout_s: float) -> bool:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if names <= self.bound.keys():
+                return True
+            time.sleep(0.01)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return round(v[min(len(v) - 1, int(q * len(v)))], 3)
+
+
+def _phase(cp, core, custom, probe: Probe, mode: str, scheduler: str, gangs: int, nodes: int, domain: dict,
+           timeout_s: float, latency_gangs: int, say) -> dict:
+    from simulations.bench_breakdown import breakdown
+
     ns = f"bench-{mode}"
     cp.create_namespace(ns)
+    if mode == "clique":
+        core.patch_namespace(ns, {"metadata": {"labels": OPT_IN}})
     if mode == "kube-workload":
-        for g in range(gangs):
+        for g in range(gangs + latency_gangs):
             custom.create_namespaced_custom_object("scheduling.k8s.io", "v1beta1", ns, "podgroups", {
                 "apiVersion": "scheduling.k8s.io/v1beta1", "kind": "PodGroup", "metadata": {"name": f"g{g:04d}"},
                 "spec": {"schedulingPolicy": {"gang": {"minCount": GANG}},
                          "schedulingConstraints": {"topology": [{"key": NVL}]}}})
+    watch = BindWatch(core, ns)
     pods = [_pod(f"g{g:04d}-{i}", f"g{g:04d}", scheduler, mode) for g in range(gangs) for i in range(GANG)]
+    created: dict[str, float] = {}
+
+    def create(p: dict) -> None:
+        created.setdefault(p["metadata"]["labels"]["bench-gang"], time.perf_counter())
+        core.create_namespaced_pod(ns, p)
+
+    before = probe.sample()
     started = time.perf_counter()
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda p: core.create_namespaced_pod(ns, p), pods))
+        list(pool.map(create, pods))
     total = len(pods)
-    end = time.monotonic() + timeout_s
-    last_bound, placed = started, {}
-    while time.monotonic() < end:
-        items = core.list_namespaced_pod(ns, resource_version="0").items
-        now_placed = {p.metadata.name: p.spec.node_name for p in items if p.spec.node_name}
-        if len(now_placed) > len(placed):
-            last_bound = time.perf_counter()
-        placed = now_placed
-        if len(placed) == total:
-            break
-        time.sleep(0.2)
+    watch.wait({p["metadata"]["name"] for p in pods}, max(0.0, timeout_s - (time.perf_counter() - started)))
+    placed = {name: node for name, (node, _) in watch.bound.items()}
+    last_bound = max((t for _, t in watch.bound.values()), default=started)
+    after = probe.sample()
     elapsed = max(1e-6, last_bound - started)
     by_gang: dict[str, list[str]] = {}
-    for name, node in placed.items():
+    bound_at: dict[str, list[float]] = {}
+    for name, (node, at) in watch.bound.items():
         by_gang.setdefault(name.rsplit("-", 1)[0], []).append(node)
+        bound_at.setdefault(name.rsplit("-", 1)[0], []).append(at)
     whole = [hosts for hosts in by_gang.values() if len(hosts) == GANG]
+    burst = [max(bound_at[g]) - created[g] for g, hosts in by_gang.items() if len(hosts) == GANG]
     row = {"scheduler": mode, "nodes": nodes, "pods": total, "pods_bound": len(placed),
            "pods_per_s": round(len(placed) / elapsed, 1),
            "partial_gangs": sum(1 for hosts in by_gang.values() if 0 < len(hosts) < GANG),
-           "one_domain_share": round(sum(len({domain[h] for h in hosts}) == 1 for hosts in whole) / max(1, len(whole)), 3)}
+           "one_domain_share": round(sum(len({domain[h] for h in hosts}) == 1 for hosts in whole) / max(1, len(whole)), 3),
+           "burst_gang_bound_s": {"p50": _percentile(burst, 0.5), "p99": _percentile(burst, 0.99)}}
+    ours = mode.startswith("clique")
+    row["breakdown"] = breakdown(before, after, "clique-scheduler" if ours else "kube-scheduler",
+                                 "clique-scheduler" if ours else "default-scheduler", len(placed))
     say(f"[bench e2e] {mode}: {len(placed)}/{total} pods bound in {elapsed:.1f}s ({row['pods_per_s']} pods/s), "
         f"partial gangs {row['partial_gangs']}, one-domain share {row['one_domain_share']:.0%}")
+    _empty(core, ns, total, say)
+    # Latency on an idle cluster: one gang at a time, from its first pod's creation to its last pod bound.
+    idle = []
+    for g in range(gangs, gangs + latency_gangs):
+        members = [_pod(f"g{g:04d}-{i}", f"g{g:04d}", scheduler, mode) for i in range(GANG)]
+        t0 = time.perf_counter()
+        for p in members:
+            core.create_namespaced_pod(ns, p)
+        if not watch.wait({p["metadata"]["name"] for p in members}, 30):
+            break
+        idle.append(max(watch.bound[p["metadata"]["name"]][1] for p in members) - t0)
+    row["idle_gang_bound_s"] = {"gangs": len(idle), "p50": _percentile(idle, 0.5), "p99": _percentile(idle, 0.99)}
+    if idle:
+        say(f"[bench e2e] {mode}: idle cluster, gang created -> all bound p50 {row['idle_gang_bound_s']['p50']}s "
+            f"p99 {row['idle_gang_bound_s']['p99']}s over {len(idle)} gangs")
+    watch.stop()
+    _empty(core, ns, latency_gangs * GANG, say)
+    return row
+
+
+def _empty(core, ns: str, total: int, say) -> None:
     from kubernetes.client.exceptions import ApiException
 
     try:
@@ -118,27 +274,45 @@ def _phase(cp, core, custom, mode: str, scheduler: str, gangs: int, nodes: int, 
     end = time.monotonic() + 300
     while core.list_namespaced_pod(ns, resource_version="0").items and time.monotonic() < end:
         time.sleep(0.3)
-    return row
 
 
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p = bench_sub.add_parser("e2e", help="pods/s on KWOK with the real kube-scheduler: stock vs Clique vs kube's own gangs")
     p.add_argument("--nodes", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=300, help="seconds per scheduler to bind everything")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    p.add_argument("--latency-gangs", type=int, default=20,
+                   help="gangs submitted one at a time on the idle cluster after each burst, for creation -> bound")
     p.set_defaults(func=cmd_bench_e2e)
 
 
 def cmd_bench_e2e(args: argparse.Namespace) -> int:
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        print(f"bench e2e: unknown --modes {unknown or args.modes!r}; choose from {', '.join(MODES)}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
-    rows = run(args.nodes, args.timeout, say=lambda m: print(m, file=sys.stderr, flush=True))
+    rows = run(args.nodes, args.timeout, say=lambda m: print(m, file=sys.stderr, flush=True), modes=modes,
+               latency_gangs=args.latency_gangs)
     cols = ["scheduler", "nodes", "pods", "pods_bound", "pods_per_s", "partial_gangs", "one_domain_share"]
-    print(" ".join(f"{c:>16}" for c in cols))
+    print(" ".join(f"{c:>16}" for c in cols) + f" {'idle p50/p99 s':>16}")
     for r in rows:
-        print(" ".join(f"{r[c]:>16}" for c in cols))
-    stock = next(r for r in rows if r["scheduler"] == "stock")["pods_per_s"]
-    ours = next(r for r in rows if r["scheduler"] == "clique")["pods_per_s"]
-    print(f"# {time.perf_counter() - started:.0f}s; Clique at {ours / max(stock, 1e-9):.0%} of the stock scheduler's pods/s")
-    print(json.dumps({"benchmark": "e2e", "results": [{k: r[k] for k in ("scheduler", "nodes", "pods", "pods_per_s",
-                                                                         "partial_gangs", "one_domain_share")}
-                                                      for r in rows]}))
+        idle = r["idle_gang_bound_s"]
+        print(" ".join(f"{r[c]:>16}" for c in cols) + f" {str(idle['p50']) + '/' + str(idle['p99']):>16}")
+    for r in rows:
+        b = r["breakdown"]
+        print(f"# {r['scheduler']}: attempts/pod {b['attempts_per_pod']}, cycle {b['cycle_ms_per_pod']} ms/pod "
+              f"(busy {b['cycle_busy_share']:.0%}), extension points ms/pod {b['extension_point_ms_per_pod']}")
+        print(f"#   CPU ms/pod {b['cpu_ms_per_pod']} (all cores busy {b['cpu_busy_share']:.0%})"
+              + (f"; extender ms/pod {b['extender_ms_per_pod']}, calls/pod {b['extender_calls_per_pod']}, "
+                 f"filter scope/pod {b['filter_scope_per_pod']}" if "extender_ms_per_pod" in b else ""))
+        print(f"#   API writes/pod {b.get('api_writes_per_pod')}")
+    by = {r["scheduler"]: r["pods_per_s"] for r in rows}
+    if "stock" in by and "clique" in by:
+        print(f"# {time.perf_counter() - started:.0f}s; Clique at {by['clique'] / max(by['stock'], 1e-9):.0%} "
+              f"of the stock scheduler's pods/s")
+    keys = ("scheduler", "nodes", "pods", "pods_per_s", "partial_gangs", "one_domain_share", "burst_gang_bound_s",
+            "idle_gang_bound_s", "breakdown")
+    print(json.dumps({"benchmark": "e2e", "results": [{k: r[k] for k in keys} for r in rows]}))
     return 0

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
+from scheduler.extender.pinning import GATE
 from scheduler.gangs import LWS_NAME, recognize
 
 log = logging.getLogger("clique.admission")
@@ -48,6 +49,8 @@ CERT_FILE, KEY_FILE = "tls.crt", "tls.key"  # the keys of a kubernetes.io/tls Se
 DYNAMO_GRAPH = "nvidia.com/dynamo-graph-deployment-name"
 DYNAMO_COMPONENT = "nvidia.com/dynamo-component"
 WARN = "clique-scheduler webhook"
+# Gangs whose members are all created at once (so a gang can be complete while gated).
+GATED_SOURCES = ("clique", "grove", "volcano", "coscheduling", "podgroup", "statefulset")
 
 
 class NotAReview(ValueError):
@@ -118,8 +121,20 @@ def patch_for(pod: Mapping[str, Any], scheduler_name: str) -> list[dict[str, Any
     return [{"op": "add", "path": "/spec/schedulerName", "value": scheduler_name}]
 
 
-def decide(request: Mapping[str, Any], scheduler_name: str) -> Decision:
-    """What to answer for one AdmissionRequest (already known to be a dict with a uid)."""
+def gate_op(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Add Clique's scheduling gate (pinning.py plans the gang once complete and removes it); [] if present."""
+    gates = pod["spec"].get("schedulingGates")
+    if not isinstance(gates, list) or not gates:
+        return [{"op": "add", "path": "/spec/schedulingGates", "value": [{"name": GATE}]}]
+    if any(isinstance(g, dict) and g.get("name") == GATE for g in gates):
+        return []
+    return [{"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": GATE}}]
+
+
+def decide(request: Mapping[str, Any], scheduler_name: str, gate: bool = False) -> Decision:
+    """What to answer for one AdmissionRequest (already known to be a dict with a uid). `gate`: also add the
+    scheduling gate to members of gangs whose pods all exist at once (not LWS: its workers are created only
+    after the leader is placed, so a gated leader would wait for ever)."""
     if request.get("operation") != "CREATE":
         return Decision("not-a-pod-create")
     kind, resource = request.get("kind"), request.get("resource")
@@ -141,6 +156,8 @@ def decide(request: Mapping[str, Any], scheduler_name: str) -> Decision:
     if source is None:
         return Decision("not-a-gang")
     ops = patch_for(pod, scheduler_name)
+    if gate and source in GATED_SOURCES:
+        ops += gate_op(pod)
     return Decision("routed", ops) if ops else Decision("already-ours")
 
 
@@ -160,10 +177,10 @@ def parse_review(body: Any) -> dict[str, Any]:
     return request
 
 
-def review(body: Any, scheduler_name: str) -> tuple[dict[str, Any], Decision]:
+def review(body: Any, scheduler_name: str, gate: bool = False) -> tuple[dict[str, Any], Decision]:
     """The AdmissionReview to answer `body` with, and the decision behind it. Raises NotAReview."""
     request = parse_review(body)
-    decision = decide(request, scheduler_name)
+    decision = decide(request, scheduler_name, gate)
     response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
     if decision.patch:
         response["patchType"] = "JSONPatch"
@@ -174,9 +191,10 @@ def review(body: Any, scheduler_name: str) -> tuple[dict[str, Any], Decision]:
 
 
 # ------------------------------------------------------------------------------------------------------- HTTP
-def webhook_app(scheduler_name: str, registry: Any = None) -> web.Application:
+def webhook_app(scheduler_name: str, registry: Any = None, gate: bool = False) -> web.Application:
     """The webhook's aiohttp app: POST /mutate. `registry`: a prometheus CollectorRegistry for
-    clique_admission_reviews_total{outcome} (the extender's, so /metrics shows it)."""
+    clique_admission_reviews_total{outcome} (the extender's, so /metrics shows it). `gate`: add the scheduling
+    gate of gated gangs (only where the same process runs the pinning loop that removes it)."""
     from prometheus_client import Counter
 
     reviews = Counter("clique_admission_reviews_total", "Admission reviews answered, by outcome", ["outcome"],
@@ -190,7 +208,7 @@ def webhook_app(scheduler_name: str, registry: Any = None) -> web.Application:
             return web.json_response({"Error": f"admission: body larger than {MAX_BODY} bytes"}, status=413)
         try:
             body = json.loads(raw)
-            answer, decision = review(body, scheduler_name)
+            answer, decision = review(body, scheduler_name, gate)
         except (ValueError, UnicodeDecodeError) as exc:  # NotAReview, JSONDecodeError, too many digits
             reviews.labels("bad-request").inc()
             reason = str(exc) if isinstance(exc, NotAReview) else f"request body is not JSON ({exc})"

@@ -72,6 +72,25 @@ class Binder:
             return [first, *await asyncio.gather(*(one(*p) for p in places[1:]))]
         return list(await asyncio.gather(*(one(*p) for p in places)))
 
+    async def patch_pod(self, key: str, ops: list[dict]) -> str:
+        """Apply a JSON patch to a pod (pinning.py: remove our scheduling gate, narrow its node affinity)."""
+        from kubernetes_asyncio import client
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        ns, name = key.split("/", 1)
+        try:  # a list body is sent as application/json-patch+json
+            resp = await client.CoreV1Api(self.api).patch_namespaced_pod(name, ns, ops, _preload_content=False)
+            try:
+                if 200 <= resp.status < 300:
+                    return ""
+                return f"patching {key}: {_status_message(resp.status, await resp.read())}"
+            finally:
+                resp.release()
+        except ApiException as exc:
+            return f"patching {key}: {exc.status} {exc.reason}: {(exc.body or '')[:300]}"
+        except (OSError, asyncio.TimeoutError) as exc:
+            return f"patching {key}: API server unreachable ({exc!r})"
+
     async def nominate(self, key: str, node: str) -> str:
         """Set a pending pod's status.nominatedNodeName to its planned node (a merge patch of pods/status)."""
         from kubernetes_asyncio import client

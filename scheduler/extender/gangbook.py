@@ -3,6 +3,8 @@ clock is passed in).
 
 - `Reservation`: where each member of a planned gang goes, held until all of them are bound.
 - `members_of`: which members of a gang are bound (and where) and which are pending.
+- `split_group` / `gang_view`: which pods of a PodGroup / PodGang are its gang (the minimum: minMember, or each
+  Grove podgroup's minReplicas) and which are extras beyond it, placed alone near the gang once it is bound.
 - `gang_spec`: the engine's Gang for the pending members, one role per role name, each with its own request.
 - `join_bound`: the snapshot narrowed so that pending members can only join their bound siblings inside the
   domain the gang's required level demands (a replacement pod, or a gang whose bind was interrupted).
@@ -15,9 +17,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from scheduler.gangs import GangRef, pod_request, recognize
+from scheduler.gangs import GangObject, GangRef, GangView, pod_request, recognize
 from scheduler.placement.types import Affinity, Gang, Role, Snapshot
 
 Request = tuple[int, int, int, int]  # gpus, cpu millis, memory bytes, pods
@@ -52,9 +54,12 @@ class Reservation:
         return [h for _, h in self.unclaimed]
 
     def claim(self, key: str, role: str, request: Request) -> str | None:
-        """The planned host of pod `key`, claiming an unclaimed place of its role on first sight."""
+        """The planned host of pod `key`, claiming an unclaimed place of its role on first sight. A pod beyond
+        the gang's members (its group has more pods than the gang) claims nothing."""
         if key in self.hosts:
             return self.hosts[key]
+        if self.gang.members and key not in self.gang.members:
+            return None
         for i, (r, host) in enumerate(self.unclaimed):
             if r == role:
                 self.unclaimed.pop(i)
@@ -112,10 +117,89 @@ def members_of(pods: Iterable[Mapping[str, Any]], just_bound: Mapping[str, str] 
     return Members(bound, pending)
 
 
+@dataclass(frozen=True)
+class GroupSplit:
+    """A PodGroup's / PodGang's pods split into its gang and the extras beyond the gang's minimum."""
+
+    pods: int  # pods of the group (the one asking included)
+    members: tuple[str, ...]  # pod keys of the gang, bound ones included; () when every pod is a member
+    extras: frozenset[str]  # pending pods beyond the minimum
+    started: bool  # the minimum is bound: every pending pod is an extra
+    near: tuple[str, ...]  # hosts of the bound pods
+    missing: int  # pods a podgroup still lacks to reach its minReplicas (Grove)
+
+
+def split_group(pods: Iterable[Mapping[str, Any]], obj: GangObject, just_bound: Mapping[str, str] | None = None,
+                asking: Mapping[str, Any] | None = None) -> GroupSplit:
+    """Which pods are the gang: bound pods first, then pending ones in key order (the same answer whichever pod
+    asks), up to the group's minimum: Grove's minReplicas per podgroup (the pod's grove.io/podclique; a pod of
+    no podgroup is an extra), else minMember in all. `asking`: the pod being filtered, which the watch may not
+    show yet."""
+    by_key = {pod_key(p): p for p in pods}
+    if asking is not None:
+        by_key.setdefault(pod_key(asking), dict(asking))
+    keys = sorted(by_key)
+    bound = {k: n for k in keys if (n := (by_key[k].get("spec") or {}).get("nodeName") or (just_bound or {}).get(k))}
+    pending = [k for k in keys if k not in bound]
+    members, missing, started = list(bound), 0, True
+    if obj.role_minimums:
+        role = {k: recognize(by_key[k]).role for k in keys}
+        for name, need in obj.role_minimums:
+            have = sum(1 for k in bound if role[k] == name)
+            waiting = [k for k in pending if role[k] == name]
+            take = max(0, need - have)
+            members += waiting[:take]
+            missing += max(0, take - len(waiting))
+            started &= have >= need
+    else:
+        take = max(0, (obj.size or 0) - len(bound))
+        members += pending[:take]
+        missing, started = max(0, take - len(pending)), len(bound) >= (obj.size or 0)
+    chosen = set(members)
+    extras = frozenset(k for k in pending if k not in chosen)
+    return GroupSplit(len(keys), tuple(sorted(members)) if extras else (), extras, started,
+                      tuple(sorted(set(bound.values()))), missing)
+
+
+def gang_view(obj: GangObject, split: GroupSplit, key: str) -> tuple[int, GangView]:
+    """(gang size, view) for pod `key` of a group: an extra of a gang that is bound is placed alone near it; an
+    extra of a gang not bound yet waits until it is (it claims no place of the gang). While a Grove podgroup
+    lacks pods to reach its minReplicas, the size counts them too, so the gang waits for them."""
+    size = max(obj.size or 0, split.pods + split.missing) if split.missing else (obj.size or 0)
+    if split.started and key in split.extras:
+        return size, GangView(obj.required, obj.preferred, near=split.near)
+    return size, GangView(obj.required, obj.preferred, split.members, timeout_s=obj.timeout_s)
+
+
+class Live(Mapping[str, Any]):
+    """A one-key mapping whose value is computed each time it is read: what `recognize` is given for a gang
+    whose membership follows the pods the watch shows at that moment (the filter reads it again after giving
+    the watch a moment to catch up with kube-scheduler, when more of a group's pods may have arrived)."""
+
+    def __init__(self, key: str, compute: Callable[[], Any]) -> None:
+        self._key, self._compute = key, compute
+
+    def __getitem__(self, key: str) -> Any:
+        if key != self._key:
+            raise KeyError(key)
+        return self._compute()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self._key,))
+
+    def __len__(self) -> int:
+        return 1
+
+
 def gang_spec(gang: GangRef, pending: list[Mapping[str, Any]],
               workers: tuple[int, Request] | None = None) -> tuple[Gang, dict[str, Request]]:
     """The engine's Gang for the pending members and each role's per-pod request (the largest of its pods),
-    plus `workers` (count, per-pod request) for members of role worker that do not exist yet."""
+    plus `workers` (count, per-pod request) for members of role worker that do not exist yet. Pending pods
+    that are not among the gang's `members` (extras beyond its minimum) are left out; a pod placed near a gang
+    (`near`) prefers the gang's domain."""
+    if gang.members:
+        chosen = set(gang.members)
+        pending = [m for m in pending if pod_key(m) in chosen]
     roles: dict[str, Request] = {}
     counts: dict[str, int] = {}
     if workers is not None and workers[0] > 0:
@@ -126,24 +210,39 @@ def gang_spec(gang: GangRef, pending: list[Mapping[str, Any]],
         prev = roles.get(r, (0, 0, 0, 1))
         roles[r] = (max(prev[0], q.gpus), max(prev[1], q.cpu_millis), max(prev[2], q.memory), 1)
         counts[r] = counts.get(r, 0) + 1
+    near = Affinity(gang.preferred_level or gang.required_level or "", gang.near) if gang.near else None
     spec = Gang(gang.key, tuple(Role(r, counts[r], *roles[r][:3], one_per_host=(r == "leader"))
                                 for r in sorted(roles)),
-                required_level=gang.required_level, preferred_level=gang.preferred_level)
+                required_level=gang.required_level, preferred_level=gang.preferred_level, affinity=near)
     return spec, roles
+
+
+def _known_level(topo: Any, level: str | None) -> str | None:
+    if not level:
+        return None
+    try:
+        topo.level_index(level)
+    except KeyError:
+        return None
+    return level
 
 
 def join_bound(snapshot: Snapshot, spec: Gang, bound_hosts: Iterable[str]) -> tuple[Snapshot, Gang, str]:
     """Narrow `snapshot` so the pending members of `spec` can only go where their bound siblings leave room for
     the whole gang: inside the bound members' domain at the required level, and preferably near them. Returns
     (snapshot, gang with an affinity to the bound hosts, problem); a problem means no place can be right."""
+    topo = snapshot.topology
+    innermost = topo.levels[-1].name if topo.levels else None
+    if spec.affinity is not None and not _known_level(topo, spec.affinity.level):
+        # a preferred key that is not a level here (e.g. kubernetes.io/hostname): near means the innermost level
+        spec = replace(spec, affinity=Affinity(innermost, spec.affinity.hosts) if innermost else None)
     hosts = sorted(set(bound_hosts))
     if not hosts:
         return snapshot, spec, ""
-    topo = snapshot.topology
     missing = [h for h in hosts if h not in topo.host_paths]
     if missing:
         return snapshot, spec, f"gang {spec.name}: bound members are on nodes that are gone ({', '.join(missing)})"
-    near = spec.preferred_level or spec.required_level or (topo.levels[-1].name if topo.levels else None)
+    near = _known_level(topo, spec.preferred_level) or _known_level(topo, spec.required_level) or innermost
     joined = replace(spec, affinity=Affinity(near, tuple(hosts)) if near else None)
     if not spec.required_level:
         return snapshot, joined, ""

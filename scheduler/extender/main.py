@@ -5,32 +5,42 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 
 from aiohttp import web
 
-from scheduler.extender import recovery
+from scheduler.extender import pinning, recovery
 from scheduler.extender.service import Extender
 from scheduler.extender.state import ClusterState
 from topology.levels import Level
 
 log = logging.getLogger("clique.extender")
+PROFILE_ENV = "CLIQUE_PROFILE"  # a file path: the extender profiles itself with cProfile and writes it there on stop
 
 
 async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Level, ...], bind_timeout_s: float,
                 scheduler_name: str, metrics_listen: tuple[str, int] | None = None,
-                reservation_timeout_s: float = 60.0, webhook: tuple[str, int, str] | None = None) -> None:
+                reservation_timeout_s: float = 60.0, webhook: tuple[str, int, str] | None = None,
+                gate: bool = True) -> None:
     """Serve the verbs on host:port (keep it loopback: /bind binds pods) and, if given, only /metrics and the
     health endpoints on `metrics_listen`, for Prometheus and probes, and the admission webhook over TLS on
-    `webhook` (host, port, certificate directory)."""
+    `webhook` (host, port, certificate directory); `gate`: the webhook adds the scheduling gate of gated gangs."""
     from clique.kubeclient import api_client
 
     api = await api_client(kubeconfig)  # KubeConfigError: the CLI says what to pass
+    profiler = None
+    if os.environ.get(PROFILE_ENV):  # where the extender's CPU goes (bench e2e's breakdown): cProfile until stop
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     state = ClusterState(levels)
     extender = Extender(state, api, bind_timeout_s=bind_timeout_s, scheduler_name=scheduler_name,
                         reservation_timeout_s=reservation_timeout_s)
     watches = asyncio.create_task(state.run(api))
     recovering = asyncio.create_task(recovery.run(extender))  # partly bound gangs, at start-up and on changes
+    pinner = asyncio.create_task(pinning.run(extender))  # gated gangs: planned once complete, pinned, released
     # Latency: collect the youngest generation less often (every request's JSON allocates lists and dicts), and
     # keep long-lived objects (the synced nodes and pods) out of every collection once the watches have synced.
     gc.set_threshold(50_000, 20, 20)
@@ -51,7 +61,7 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     if webhook:  # TLS, once its certificate files are there (admission.WebhookServer)
         from scheduler.extender.admission import WebhookServer, webhook_app
 
-        webhook_server = WebhookServer(webhook_app(scheduler_name, extender.metrics.registry), *webhook)
+        webhook_server = WebhookServer(webhook_app(scheduler_name, extender.metrics.registry, gate), *webhook)
         webhook_task = asyncio.create_task(webhook_server.run())
     log.info("extender listening on http://%s:%d%s (levels: %s)", host, port,
              f", metrics on http://{metrics_listen[0]}:{metrics_listen[1]}" if metrics_listen else "",
@@ -64,6 +74,7 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     log.info("stopping")
     watches.cancel()
     recovering.cancel()
+    pinner.cancel()
     freezer.cancel()
     if webhook:
         webhook_task.cancel()
@@ -71,3 +82,7 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     for runner in runners:
         await runner.cleanup()
     await api.close()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(os.environ[PROFILE_ENV])
+        log.info("profile written to %s", os.environ[PROFILE_ENV])

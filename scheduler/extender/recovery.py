@@ -6,14 +6,18 @@ running gang was replaced. At start-up every gang is looked at, then every gang 
 such gang of our scheduler with no plan in flight: plan the pending members so they join the bound ones
 (gangbook.join_bound, each node judged by the pods' own spec, nodefit), then gangbook.decide_half_gang says
 whether to bind them now, delete the bound members of an interrupted bind so the gang goes again whole, or wait.
+The same loop drives gang health (scheduler/extender/health_loop.py): bound gangs broken by a lost member or a
+failed node are restarted whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
+from scheduler.extender.health_loop import GangHealth
 from scheduler.extender.gangbook import HalfGangAction, decide_half_gang, interrupted_bind, members_of, pod_key
 from scheduler.gangs import pod_request, recognize
 
@@ -21,16 +25,27 @@ if TYPE_CHECKING:
     from scheduler.extender.service import Extender
 
 log = logging.getLogger("clique.extender.recovery")
+HEALTH_INTERVAL_S = 1.0  # every watched gang is looked at this often, and whenever its pods change
 
 
 async def run(extender: "Extender", interval_s: float = 0.2) -> None:
     """Look at touched gangs every `interval_s` once the watches have synced; one gang's failure is logged and
     never stops the others."""
     state = extender.state
+    health = GangHealth(extender)  # bound gangs broken by a lost member or node: restarted whole (health_loop.py)
     await asyncio.gather(*(e.wait() for e in state.synced.values()))
+    next_health = 0.0
     while True:
         extender.expire()  # reservations past their deadline, or whose pods went away, even with no filter calls
-        for gang_key in sorted(state.take_touched_gangs()):
+        touched = state.take_touched_gangs()
+        health.observe(touched)
+        # first: a broken gang is restarted, not completed; every watched gang each second (node trouble)
+        if time.monotonic() >= next_health:
+            await health.tick()
+            next_health = time.monotonic() + HEALTH_INTERVAL_S
+        elif touched:
+            await health.tick(touched)
+        for gang_key in sorted(touched):
             try:
                 await recover_gang(extender, gang_key)
             except asyncio.CancelledError:

@@ -23,21 +23,22 @@ from collections import deque
 import logging
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Mapping
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from scheduler.extender import preemption
 from scheduler.extender.binder import Binder
-from scheduler.extender.gangbook import (LeaderFirst, Request, Reservation, gang_spec, join_bound, leader_first,
-                                         members_of, pod_key, reserved_total)
+from scheduler.extender.gangbook import (LeaderFirst, Live, Request, Reservation, gang_spec, gang_view, join_bound,
+                                         leader_first, members_of, pod_key, reserved_total, split_group)
 from scheduler.extender.nodefit import node_refusal
 from scheduler.extender.state import ClusterState
 from scheduler.extender.wire import (FilterResult, WireError, binding_result_json, parse_binding_args,
                                      parse_extender_args, parse_preemption_args, preemption_result_json,
                                      priorities_json)
-from scheduler.gangs import (LWS_EXCLUSIVE, LWS_NAME, LWS_OBJECT, SIZE_OBJECTS, GangRef, declared_tp_size,
-                             pod_request, recognize, size_from_object)
+from scheduler.gangs import (LWS_EXCLUSIVE, LWS_NAME, LWS_OBJECT, SIZE_OBJECTS, GangObject, GangRef, GangView,
+                             declared_tp_size, pod_request, recognize, size_from_object)
 from scheduler.placement.engine import CliqueEngine
 from scheduler.placement.types import Gang, Snapshot
 
@@ -67,7 +68,6 @@ class Metrics:
 
 
 JUST_BOUND_S = 60.0
-NOMINATE_S = 1.0  # at most this long the planning filter call waits for its nominations to be written
 
 
 def _spawn(coro) -> None:
@@ -93,14 +93,15 @@ class Extender:
         self.reservations: dict[str, Reservation] = {}
         self.metrics = Metrics()
         self._event_sent: dict[tuple[str, str], float] = {}
-        self._objects: dict[str, tuple[int, str | None, float]] = {}  # size object -> (size, topology key, read at)
+        self._objects: dict[str, tuple[GangObject, float]] = {}  # size object -> (what it says, read at)
         self._lws: dict[str, tuple[LeaderFirst | None, float]] = {}  # "ns/name" -> (how its groups start, read at)
         self.nominations: deque[tuple[str, str]] = deque(maxlen=1000)  # (pod, node) nominated, newest last
-        self._to_nominate: list[tuple[str, str]] = []  # nominations the current filter call sends before answering
+        self._to_nominate: list[tuple[str, str]] = []  # nominations the current filter call sends as it answers
         self._served: dict[str, str] = {}  # gang source -> API version of its size object this server serves
         # pod key -> (node, uid, when): our Bindings the watch has not shown yet
         self._just_bound: dict[str, tuple[str, str, float]] = {}
         self._last_excluded: tuple[Any, list[str], list[str]] | None = None  # (topology, node names, excluded)
+        self._refusals: dict[tuple, list[str]] = {}  # (pod constraint sets, node/taint versions) -> refused hosts
 
     # ------------------------------------------------------------------ HTTP
     def app(self) -> web.Application:
@@ -173,23 +174,27 @@ class Extender:
             result = self._filter(args.pod, args.node_names, sizes, topology, lead)
         if result.error and GANG_INCOMPLETE in result.error:  # told only once the watch had its chance
             self.event(args.pod, "GangWaiting", result.error)
-        if self._to_nominate:
+        if self._to_nominate:  # sent in the background: waiting for them cost this call tens of milliseconds
             sends, self._to_nominate = self._to_nominate, []
-            try:
-                await asyncio.wait_for(asyncio.gather(*(self.binder.nominate(k, h) for k, h in sends)), NOMINATE_S)
-            except asyncio.TimeoutError:
-                log.info("nominations for %d pod(s) not confirmed within %.1fs", len(sends), NOMINATE_S)
+            for k, h in sends:
+                _spawn(self.binder.nominate(k, h))
         return result.to_json()
 
-    def gang_sizes(self, gang: GangRef) -> tuple[dict[str, int], dict[str, str]]:
-        """Sizes and topology keys of size objects read recently (for callers that cannot wait for a read)."""
+    def gang_sizes(self, gang: GangRef) -> tuple[dict[str, int], dict[str, GangView]]:
+        """Sizes and views of size objects read recently (for callers that cannot wait for a read). A group with
+        pods beyond its gang's minimum is left out: those are placed one by one as kube-scheduler sends them."""
         cached = self._objects.get(gang.size_object or "")
-        if not cached:
+        if not cached or not gang.size_object:
             return {}, {}
-        return {gang.size_object: cached[0]}, ({gang.size_object: cached[1]} if cached[1] else {})  # type: ignore[dict-item]
+        split = split_group(self.state.gang_members(gang.key), cached[0], self.just_bound())
+        if split.extras:
+            return {}, {}
+        size, view = gang_view(cached[0], split, "")
+        return {gang.size_object: size}, {gang.size_object: view}
 
-    async def _gang_object(self, pod: dict) -> tuple[dict[str, int], dict[str, str], str]:
-        """Read the PodGroup / PodGang that holds a gang's size (cached 10 s). Returns sizes, topology, problem."""
+    async def _gang_object(self, pod: dict) -> tuple[Mapping[str, int], Mapping[str, GangView], str]:
+        """Read the PodGroup / PodGang that holds a gang's size (cached 10 s). Returns sizes, views (the gang's
+        topology, which pods are its members, whether this pod is an extra beyond them), problem."""
         from kubernetes_asyncio import client
         from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -198,8 +203,8 @@ class Extender:
             return {}, {}, ""
         now = time.monotonic()
         cached = self._objects.get(gang.size_object)
-        if cached and now - cached[2] < 10:
-            return {gang.size_object: cached[0]}, ({gang.size_object: cached[1]} if cached[1] else {}), ""
+        if cached and now - cached[1] < 10:
+            return self._view_of(pod, gang, cached[0])
         group, versions, plural = SIZE_OBJECTS[gang.source]
         kind = gang.size_object.split(" ", 1)[0]
         # the version this server serves first (remembered), then the others: a 404 may mean "not served"
@@ -225,11 +230,25 @@ class Extender:
             return {}, {}, f"gang {gang.name}: {kind} {gang.namespace}/{gang.name} could not be read ({exc!r:.200})"
         if not isinstance(obj, dict):
             return {}, {}, f"gang {gang.name}: {kind} {gang.namespace}/{gang.name} is not an object"
-        size, topo_key = size_from_object(gang.source, obj)
-        if size is None:
+        facts = size_from_object(gang.source, obj, self.state.levels)
+        if facts.size is None:
             return {}, {}, f"gang {gang.name}: {gang.size_object} has no member count; set it, or annotate clique.dev/gang-size"
-        self._objects[gang.size_object] = (size, topo_key, now)
-        return {gang.size_object: size}, ({gang.size_object: topo_key} if topo_key else {}), ""
+        self._objects[gang.size_object] = (facts, now)
+        return self._view_of(pod, gang, facts)
+
+    def _view_of(self, pod: dict, gang: GangRef, facts: GangObject) -> tuple[Live, Live, str]:
+        """The gang's size and this pod's view of it (gangbook.split_group: member or extra), computed from the
+        pods the watch shows whenever they are read; fields of the object Clique does not honour are said in a
+        Warning Event on the pod (at most once a minute)."""
+        for note in facts.not_honoured:
+            self.event(pod, "GangSpecNotHonoured", f"gang {gang.name}: {gang.size_object}: {note}", warning=True)
+
+        def view() -> tuple[int, GangView]:
+            split = split_group(self.state.gang_members(gang.key), facts, self.just_bound(), asking=pod)
+            return gang_view(facts, split, pod_key(pod))
+
+        key = gang.size_object or ""
+        return Live(key, lambda: view()[0]), Live(key, lambda: view()[1]), ""
 
     async def _leader_first(self, pod: dict) -> LeaderFirst | None:
         """For the leader of a LeaderWorkerSet group whose workers do not exist yet: whether the LWS controller
@@ -278,6 +297,8 @@ class Extender:
             self.metrics.reasons.labels("unschedulable").inc()
             if gang.source == "single":  # evicting a lower-priority pod from one node may make room for one pod
                 return FilterResult([], {n: reason for n in nodes})
+            if wait := preemption.on_unschedulable(self, pod, gang):  # gang-aware (scheduler/extender/preemption.py)
+                return FilterResult([], error=wait)
             # A gang's plan covers every node at once: kube-scheduler's pod-by-pod preemption on one node cannot
             # make it fit, so no node is offered to it (k8s.io/kube-scheduler/extender/v1/types.go).
             return FilterResult([], unresolvable={n: reason for n in nodes})
@@ -372,8 +393,9 @@ class Extender:
         kube-scheduler tries a pod's nominated node alone before all nodes (k8s.io/kubernetes v1.37.2
         pkg/scheduler/schedule_one.go, evaluateNominatedNode), so those members cost one node's filters and a
         one-name extender call instead of a whole-cluster pass, and kube-scheduler counts them on those nodes
-        for other pods meanwhile. The filter call that planned sends the patches before it answers, so they are
-        in kube-scheduler's queue before it takes the next member; a failed patch only loses the shortcut."""
+        for other pods meanwhile. The filter call that planned starts the patches as it answers, without waiting
+        for them (that wait was most of its p99); a member kube-scheduler takes before its patch lands, or a
+        failed patch, only loses the shortcut: its full pass still gets the member's claimed host."""
         me = pod_key(pod)
         for m in sorted(pending, key=pod_key):
             key = pod_key(m)
@@ -399,11 +421,23 @@ class Extender:
         return {h: (v[0], v[1], v[2], v[3]) for h, v in held.items()}
 
     def _refused_by_spec(self, pods: list[dict], snapshot: Snapshot) -> list[str]:
+        """Hosts the pods' own nodeSelector, node affinity or tolerations refuse. Members of a gang share a
+        template, and gang after gang has the same one: judged once per distinct constraint set and node
+        generation (a pass over thousands of nodes per gang would cost more than planning it)."""
+        specs = {json.dumps([(p.get("spec") or {}).get(k) for k in ("nodeSelector", "affinity", "tolerations")],
+                            sort_keys=True, default=str): p for p in pods}
+        key = (tuple(sorted(specs)), self.state.node_version, self.state.taint_version, len(snapshot.hosts))
+        cached = self._refusals.get(key)
+        if cached is not None:
+            return cached
         out = []
         for name in snapshot.hosts:
             node = self.state.nodes.get(name)
-            if node is None or any(node_refusal(p, name, node.labels, node.taints) for p in pods):
+            if node is None or any(node_refusal(p, name, node.labels, node.taints) for p in specs.values()):
                 out.append(name)
+        if len(self._refusals) >= 256:  # bounded: a new node generation makes the old entries useless anyway
+            self._refusals.clear()
+        self._refusals[key] = out
         return out
 
     def _excluded(self, nodes: list[str], snapshot: Snapshot) -> list[str]:
@@ -433,14 +467,15 @@ class Extender:
         return priorities_json({planned: 10} if planned in args.node_names else {})
 
     async def preempt(self, body: Any) -> dict:
-        """kube-scheduler's pod-by-pod preemption, vetted: a gang member preempts nothing (no victims on one node
-        can make a whole gang fit; gang-aware preemption is its own piece of work), and a single pod may not
+        """kube-scheduler's pod-by-pod preemption, vetted: a gang member preempts nothing pod by pod (no victims on
+        one node can make a whole gang fit; gang-aware preemption starts instead), and a single pod may not
         take a victim that belongs to a gang (evicting one member would break the whole replica)."""
         args = parse_preemption_args(body)
         gang = recognize(args.pod)
         if gang.source != "single":
             if args.victims:
                 log.info("preemption for %s refused: gang members do not preempt pod by pod", pod_key(args.pod))
+            preemption.on_unschedulable(self, args.pod, recognize(args.pod, *self.gang_sizes(gang)))  # whole gangs
             return preemption_result_json({})
         in_gang = {str((p.get("metadata") or {}).get("uid")) for p in self.state.pods.values()
                    if recognize(p).source != "single"} if args.victims else set()
@@ -561,11 +596,16 @@ class Extender:
         (e.g. workers never created), or every pod of the gang went away."""
         now = time.monotonic()
         for key, res in list(self.reservations.items()):
-            if res.done is not None or res.direct:
-                continue  # members are waiting in bind: the bind timeout settles it
-            if now - res.created > self.reservation_timeout_s:
-                self._release(key, f"no member reached bind within {self.reservation_timeout_s:.0f}s")
+            if res.direct or res.binding or (res.done is not None and res.gang.timeout_s is None):
+                continue  # members are waiting in bind: the bind timeout settles it (unless the gang sets its own)
+            if now - res.created > (res.gang.timeout_s or self.reservation_timeout_s):
+                # a gang's own bound (coscheduling scheduleTimeoutSeconds) also ends the wait of members in bind
+                why = (f"its scheduleTimeoutSeconds ({res.gang.timeout_s:.0f}s) passed before all of it was bound"
+                       if res.gang.timeout_s else f"no member reached bind within {self.reservation_timeout_s:.0f}s")
+                self._release(key, why)
                 self.metrics.gangs.labels("expired").inc()
+                if res.done is not None and not res.done.done():
+                    res.done.set_result(f"gang {res.gang.name}: {why}; reservation released, kube-scheduler will retry")
             elif not self.state.gang_index.get(key):
                 self._release(key, "the gang's pods went away")
                 self.metrics.gangs.labels("expired").inc()

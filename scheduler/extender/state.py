@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import numpy as np
 
 from scheduler.extender.nodefit import HARD_EFFECTS
+from scheduler.extender.pinning import has_gate
 from scheduler.gangs import pod_request
 from scheduler.gangs import recognize as recognize_gang
 from scheduler.placement.types import HostState, Snapshot
@@ -40,6 +41,8 @@ class NodeInfo:
     pods: int
     schedulable: bool  # Ready and not cordoned (taints are judged per pod: most tolerate GPU nodes' taints)
     taints: tuple[dict, ...] = ()  # NoSchedule / NoExecute taints
+    ready: bool = True  # its Ready condition is True (read by the gang health loop)
+    ready_changed: str | None = None  # that condition's lastTransitionTime (RFC 3339), as the API server has it
 
 
 def node_info(node: Mapping[str, Any]) -> NodeInfo:
@@ -51,13 +54,15 @@ def node_info(node: Mapping[str, Any]) -> NodeInfo:
     except QuantityError as exc:  # one odd node must not stop the others: treat it as unusable
         log.warning("node %s: unreadable allocatable (%s); treating it as full", md.get("name"), exc)
         gpus, cpu, mem, pods = 0, 0, 0, 0
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    ready_cond = next((c for c in status.get("conditions") or [] if isinstance(c, dict) and c.get("type") == "Ready"), {})
+    ready = ready_cond.get("status") == "True"
     taints = tuple(t for t in spec.get("taints") or [] if isinstance(t, dict) and t.get("effect") in HARD_EFFECTS)
     # The node lifecycle controller's taints (not-ready, unreachable, unschedulable, pressure) mean the node is out
     # for every pod we place; other taints (e.g. nvidia.com/gpu:NoSchedule) are for the pods' tolerations.
     lifecycle = any(str(t.get("key", "")).startswith("node.kubernetes.io/") for t in taints)
     return NodeInfo(md.get("name", ""), dict(md.get("labels") or {}), dict(md.get("annotations") or {}), gpus, cpu,
-                    mem, pods, ready and not spec.get("unschedulable") and not lifecycle, taints)
+                    mem, pods, ready and not spec.get("unschedulable") and not lifecycle, taints, ready,
+                    ready_cond.get("lastTransitionTime"))
 
 
 class ClusterState:
@@ -75,6 +80,9 @@ class ClusterState:
         self.gang_index: dict[str, set[str]] = {}  # gang key -> pod keys
         self._gang_of: dict[str, str] = {}  # pod key -> gang key
         self.touched_gangs: set[str] = set()  # gangs whose pods changed since the gang recovery last looked
+        self.gated_gangs: set[str] = set()  # gangs with a pod under our scheduling gate that changed (pinning.py)
+        self.taint_version = 0  # bumped when a node's taints or schedulability change (cached node refusals)
+        self.on_pod_gone: Callable[[dict], None] | None = None  # told of a known pod deleted or terminal (gang health)
         self.node_version = 0  # bumped when the node set, labels, GPUs or NVLink annotation change
         self.version = 0  # bumped on any change that alters a snapshot
         self._topology: Topology | None = None
@@ -148,6 +156,7 @@ class ClusterState:
     def _set_nodes(self, items: list[dict]) -> None:
         self.nodes = {n.name: n for n in map(node_info, items)}
         self.node_version += 1
+        self.taint_version += 1
         self.version += 1
         self._dirty = None
 
@@ -168,6 +177,8 @@ class ClusterState:
             self._dirty = None  # node set changed: rebuild every host state
         else:
             self._touch(info.name)
+        if old is None or typ == "DELETED" or (old.taints, old.schedulable) != (info.taints, info.schedulable):
+            self.taint_version += 1
         self.version += 1
 
     def _set_pods(self, items: list[dict]) -> None:
@@ -202,13 +213,16 @@ class ClusterState:
             self.gang_index.get(old_gang, set()).discard(key)
             self.touched_gangs.add(old_gang)
         if gone:
-            self.pods.pop(key, None)
+            if self.pods.pop(key, None) is not None and self.on_pod_gone is not None:
+                self.on_pod_gone(obj)
         else:
             self.pods[key] = obj
             gang = self.recognize(obj).key
             self._gang_of[key] = gang
             self.gang_index.setdefault(gang, set()).add(key)
             self.touched_gangs.add(gang)
+            if has_gate(obj):
+                self.gated_gangs.add(gang)
         self.version += 1
 
     # ------------------------------------------------------------------ views
@@ -282,6 +296,10 @@ class ClusterState:
         pod = self.pods.get(key)
         if pod is not None and (pod.get("metadata") or {}).get("uid") == uid:
             self._pod_event("DELETED", pod)
+
+    def take_gated(self) -> set[str]:
+        gated, self.gated_gangs = self.gated_gangs, set()
+        return gated
 
     def take_touched_gangs(self) -> set[str]:
         touched, self.touched_gangs = self.touched_gangs, set()

@@ -211,6 +211,9 @@ class ControlPlane:
             str(binary or (self._binaries or ensure_binaries()).kube_scheduler), f"--config={cfg_path}",
             f"--authentication-kubeconfig={kubeconfig_path}", f"--authorization-kubeconfig={kubeconfig_path}",
             "--bind-address=127.0.0.1", f"--secure-port={port}", f"--cert-dir={self.workdir / (name + '-certs')}",
+            # a local harness: benchmarks read /metrics without a token (the default list has only the health paths,
+            # k8s.io/apiserver v0.37.2 pkg/server/options/authorization.go)
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
             *([f"--feature-gates={gates}"] if gates else []),
         ], lambda: P.http_ok(f"https://127.0.0.1:{port}/healthz", insecure=True), f"{name} /healthz")
 

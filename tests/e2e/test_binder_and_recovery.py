@@ -134,7 +134,9 @@ def test_a_replacement_for_a_deleted_member_stays_in_its_gangs_nvlink_domain(k8s
     # two domains of 6 hosts: the gang takes 4 of one, leaving 2 there and 6 in the other
     pool, names, domain = new_pool(k8s, domains=2, hosts=6)
     g = f"{pool}-rep"
-    apps.create_namespaced_stateful_set("default", _statefulset(g, pool, 4, 4))
+    sts = _statefulset(g, pool, 4, 4)  # the Member policy: a replacement joins (the default restarts the gang whole)
+    sts["spec"]["template"]["metadata"]["annotations"]["clique.dev/gang-restart-policy"] = "Member"
+    apps.create_namespaced_stateful_set("default", sts)
     placed = wait_for(lambda: (r := running_on(core, g)) and len(r) == 4 and r, 120, "gang Running")
     home = {domain[n] for n in placed.values()}
     assert len(home) == 1

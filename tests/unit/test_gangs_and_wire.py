@@ -109,7 +109,8 @@ def test_binding_args_and_replies():
     ("volcano", {"spec": {}}, (None, None)),
 ])
 def test_gang_size_is_read_from_the_object_that_holds_it(source, obj, expect):
-    assert size_from_object(source, obj) == expect
+    facts = size_from_object(source, obj)
+    assert (facts.size, facts.required) == expect
 
 
 def test_topology_from_the_podgroup_applies_unless_the_pod_says_otherwise():
@@ -122,6 +123,6 @@ def test_topology_from_the_podgroup_applies_unless_the_pod_says_otherwise():
 
 def test_a_podgroup_with_the_basic_policy_is_placed_pod_by_pod():
     p = pod("wl-a", spec={"schedulingGroup": {"podGroupName": "wl"}, "containers": []})
-    size, _ = size_from_object("podgroup", {"spec": {"schedulingPolicy": {"basic": {}}}})
+    size = size_from_object("podgroup", {"spec": {"schedulingPolicy": {"basic": {}}}}).size
     g = recognize(p, {"PodGroup infer/wl": size})
     assert (g.source, g.name, g.size) == ("single", "wl-a", 1)

@@ -1,0 +1,247 @@
+"""Gated gangs: planned once complete, every member pinned to its gang's planned domain, then handed to
+kube-scheduler, which confirms one small set of nodes per pod instead of filtering the whole cluster.
+
+Why (docs/design/scale.md has the measurements): on the per-pod filter path the first member of every gang costs
+kube-scheduler a pass over all nodes with `percentageOfNodesToScore: 100` and the extender a whole-cluster plan
+inside kube-scheduler's serial cycle, so pods/s fall as the cluster grows. Kueue's TAS shows the way out: plan
+a pod set once, then give each pod a node constraint and remove a scheduling gate.
+
+  admission   the routing webhook (admission.py) adds the scheduling gate GATE to pods of recognised gangs at
+              CREATE (gates can only be added then; k8s.io/kubernetes v1.37.2 pkg/apis/core/validation/
+              validation.go, validateOnlyDeletedSchedulingGates). kube-scheduler leaves gated pods alone.
+  plan        once every member exists and ours is each pod's only gate, the gang is planned by the same engine
+              and reservation as the filter path (Extender.plan, nodes judged by the pods' own spec: nodefit)
+  pin         each member's required node affinity is narrowed to the pinned nodes (the hosts of the planned
+              domain of its required level, or the planned hosts; one `matchFields metadata.name In [node]`
+              term per node, see pin_patch) and our gate removed, in one JSON patch with the pod's UID as a
+              precondition. Gated pods may have their node
+              affinity narrowed this way (validation.go, validateNodeAffinityMutation: terms may only gain
+              requirements) and kube-scheduler's NodeAffinity PreFilter turns matchFields metadata.name into
+              the only nodes it evaluates (pkg/scheduler/framework/plugins/nodeaffinity/node_affinity.go).
+  confirm     kube-scheduler runs its own filters (taints, resources, affinities) on those few nodes and calls
+              the extender as before: filter answers the member's planned host, bind binds the gang all or
+              nothing. If the plan went stale (reservation expired, host taken), filter replans inside the pins.
+A pin is never loosened (the API allows narrowing only); a member that cannot be bound inside its pins waits
+with a reason, and the gang health restarts a broken gang whole.
+
+`has_gate`, `other_gates`, `pin_patch`, `ungate_patch` and `pin_hosts` are pure; `run` is the effects loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from scheduler.extender.service import Extender
+
+log = logging.getLogger("clique.extender.pinning")
+GATE = "clique.dev/placement"
+MAX_DOMAIN_PINS = 128  # a larger required domain is pinned to the planned hosts only (a short pin list per pod)
+WAITING_EVENT_S = 5.0  # a gang incomplete this long gets a GangWaiting Event
+RETRY_S = 1.0  # a gang that could not be planned is tried again this often while the cluster changes
+NAME_FIELD = "metadata.name"
+
+
+def _gates(pod: Mapping[str, Any]) -> list[str]:
+    gates = (pod.get("spec") or {}).get("schedulingGates") or []
+    return [g.get("name") for g in gates if isinstance(g, dict) and isinstance(g.get("name"), str)]
+
+
+def has_gate(pod: Mapping[str, Any]) -> bool:
+    return GATE in _gates(pod)
+
+
+def other_gates(pod: Mapping[str, Any]) -> list[str]:
+    """Gates of other controllers (Kueue, Grove, ...): the pod is theirs to release first."""
+    return [g for g in _gates(pod) if g != GATE]
+
+
+def pin_patch(pod: Mapping[str, Any], hosts: Iterable[str], own_host: str) -> list[dict[str, Any]]:
+    """A JSON patch that removes our gate and narrows the pod's required node affinity to the gang's pinned nodes.
+    The API allows one value per `matchFields metadata.name` requirement (validation.go,
+    ValidateNodeFieldSelectorRequirement: "must be only one value when `operator` is 'In' or 'NotIn' for node field
+    selector"), so a pod with no required terms gets one term per pinned node (terms are ORed); a pod with terms of
+    its own may only have requirements added to them (no new terms), so each of its terms is narrowed to the
+    member's own planned host. The UID and the gate's position are tested first: a successor pod under the same
+    name or a concurrent change of the gates is refused, not patched."""
+    spec = pod.get("spec") or {}
+    gates = spec.get("schedulingGates") or []
+    index = next(i for i, g in enumerate(gates) if isinstance(g, dict) and g.get("name") == GATE)
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/uid", "value": (pod.get("metadata") or {}).get("uid")},
+        {"op": "test", "path": f"/spec/schedulingGates/{index}/name", "value": GATE},
+        {"op": "remove", "path": f"/spec/schedulingGates/{index}"}]
+    affinity = spec.get("affinity")
+    node_affinity = (affinity or {}).get("nodeAffinity")
+    required = (node_affinity or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    terms = (required or {}).get("nodeSelectorTerms") or []
+
+    def field(host: str) -> dict[str, Any]:
+        return {"key": NAME_FIELD, "operator": "In", "values": [host]}
+
+    selector = {"nodeSelectorTerms": [{"matchFields": [field(h)]} for h in sorted(set(hosts) | {own_host})]}
+    if not affinity:
+        ops.append({"op": "add", "path": "/spec/affinity", "value": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": selector}}})
+    elif not node_affinity:
+        ops.append({"op": "add", "path": "/spec/affinity/nodeAffinity",
+                    "value": {"requiredDuringSchedulingIgnoredDuringExecution": selector}})
+    elif not terms:
+        ops.append({"op": "add", "path": "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution",
+                    "value": selector})
+    else:
+        base = "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms"
+        for i, term in enumerate(terms):
+            if not term.get("matchExpressions") and not term.get("matchFields"):
+                continue  # an empty term matches no node, and the API forbids adding to it
+            if term.get("matchFields"):
+                ops.append({"op": "add", "path": f"{base}/{i}/matchFields/-", "value": field(own_host)})
+            else:
+                ops.append({"op": "add", "path": f"{base}/{i}/matchFields", "value": [field(own_host)]})
+    return ops
+
+
+def ungate_patch(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Remove our gate only (a pod beyond its gang's minimum, placed alone by the filter path)."""
+    return pin_patch(pod, (), "")[:3]
+
+
+def pin_hosts(planned: Iterable[str], domain_of: Mapping[str, str], domains: Mapping[str, list[str]]) -> list[str]:
+    """The nodes a gang's members are pinned to: every host of the one required-level domain its plan uses
+    (room to replan there if a planned host is taken before the bind), else just the planned hosts.
+    `domain_of`: host -> its domain of the required level; `domains`: domain -> its hosts."""
+    planned = sorted(set(planned))
+    values = {domain_of.get(h) for h in planned}
+    if len(values) == 1 and None not in values:
+        members = domains.get(values.pop(), [])  # type: ignore[arg-type]
+        if len(members) <= MAX_DOMAIN_PINS:
+            return sorted(set(members) | set(planned))
+    return planned
+
+
+# ------------------------------------------------------------------------------------------------ effects
+class Pinner:
+    """Plans complete gated gangs and releases their members, pinned, to kube-scheduler."""
+
+    def __init__(self, extender: "Extender") -> None:
+        self.extender = extender
+        self.waiting: dict[str, tuple[float, int]] = {}  # gang key -> (last tried without success, state version)
+        self.incomplete: dict[str, float] = {}  # gang key -> since when it has been seen with members missing
+        self._index: tuple[int, str, dict[str, str], dict[str, list[str]]] | None = None
+
+    def _domains(self, label: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+        state = self.extender.state
+        if self._index is None or self._index[:2] != (state.node_version, label):
+            domain_of = {n: info.labels[label] for n, info in state.nodes.items() if label in info.labels}
+            domains: dict[str, list[str]] = {}
+            for n, v in domain_of.items():
+                domains.setdefault(v, []).append(n)
+            self._index = (state.node_version, label, domain_of, domains)
+        return self._index[2], self._index[3]
+
+    async def tick(self) -> None:
+        state = self.extender.state
+        touched = state.take_gated()
+        now = time.monotonic()
+        # a waiting gang is tried again once the cluster changed since its last try (capacity, its gang bound)
+        touched |= {g for g, (t, version) in self.waiting.items() if now - t >= RETRY_S and state.version != version}
+        for gang_key in sorted(touched):
+            version = state.version
+            try:
+                if await self.release(gang_key):
+                    self.waiting.pop(gang_key, None)
+                else:
+                    self.waiting[gang_key] = (now, version)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one odd gang must not stop the others
+                log.exception("pinning gang %s failed; it is looked at again on its next change", gang_key)
+                self.waiting[gang_key] = (now, version)
+
+    async def release(self, gang_key: str) -> bool:
+        """Plan and release one gang if it is ready. True: nothing left to do for it (released, or no gated pod
+        of ours); False: it waits (incomplete, other gates, no room, extras whose gang is not bound yet) and is
+        retried. A group with more pods than its gang's minimum (Volcano minMember, Grove minReplicas): its
+        members are planned and pinned as a gang; the other pods stay gated until the gang is bound, then are
+        released unpinned and placed one by one near it (the filter path, scheduler.gangs GangView.near)."""
+        from scheduler.extender.gangbook import members_of, pod_key
+        from scheduler.extender.service import GANG_INCOMPLETE
+        from scheduler.gangs import pod_request, recognize
+
+        ext = self.extender
+        pods = ext.state.gang_members(gang_key)
+        gated = [p for p in pods if has_gate(p) and (p.get("spec") or {}).get("schedulerName") == ext.scheduler_name]
+        if not gated:
+            self.incomplete.pop(gang_key, None)
+            return True
+        if any(other_gates(p) for p in gated):
+            return False  # another controller holds them: a change of their gates touches the gang again
+        seen = []
+        for p in gated:  # each pod's own view: a member of the gang, or an extra beyond its minimum
+            sizes, topology, problem = await ext._gang_object(p)
+            if problem:
+                ext.event(p, "GangSizeUnknown", problem)
+                return False
+            seen.append((p, recognize(p, sizes, topology)))
+        alone = [p for p, g in seen if g.source == "single"]  # extras whose gang is bound: placed one by one
+        if alone:
+            failures = [e for e in await asyncio.gather(*(ext.binder.patch_pod(pod_key(p), ungate_patch(p))
+                                                          for p in alone)) if e]
+            if failures:
+                log.warning("gang %s: extra pods not released: %s", gang_key, "; ".join(failures[:3]))
+        members = [(p, g) for p, g in seen if g.source != "single" and (not g.members or pod_key(p) in g.members)]
+        waiting_extras = len(seen) - len(alone) - len(members)
+        if not members:
+            return waiting_extras == 0
+        first, gang = members[0]
+        if gang.size is None:
+            ext.event(first, "GangSizeUnknown", f"gang {gang.name} has no size: add the clique.dev/gang-size "
+                                               "annotation to its pods")
+            return False
+        gang_pods = [p for p in pods if not gang.members or pod_key(p) in gang.members]
+        if len(gang_pods) < gang.size:
+            since = self.incomplete.setdefault(gang_key, time.monotonic())
+            if time.monotonic() - since >= WAITING_EVENT_S:  # members of a burst arrive within moments: no Event
+                ext.event(first, "GangWaiting",
+                          f"gang {gang.name} {GANG_INCOMPLETE}: {len(gang_pods)} of {gang.size} exist")
+            return False
+        self.incomplete.pop(gang_key, None)
+        res = ext.reservations.get(gang.key)
+        if res is None:
+            found = members_of(gang_pods, ext.just_bound())
+            res, _ = ext.plan(gang, found.pending, found.bound, nodes=None, pod=first)
+            if res is None:
+                return False  # plan() sent the reason as an Event
+        places: dict[str, str] = {}
+        for p, g in members:
+            q = pod_request(p)
+            host = res.claim(pod_key(p), g.role, (q.gpus, q.cpu_millis, q.memory, 1))
+            if host is None:
+                ext.event(p, "GangUnschedulable", f"gang {gang.name} is planned without a place for this pod")
+                return False
+            places[pod_key(p)] = host
+        planned = list(res.hosts.values()) + res.unclaimed_hosts()
+        level = next((lv for lv in ext.state.levels if gang.required_level in (lv.name, lv.label)), None)
+        hosts = pin_hosts(planned, *self._domains(level.label)) if level is not None else sorted(set(planned))
+        failures = [e for e in await asyncio.gather(*(
+            ext.binder.patch_pod(pod_key(p), pin_patch(p, hosts, places[pod_key(p)])) for p, _ in members)) if e]
+        ext.metrics.gangs.labels("pinned" if not failures else "pin_failed").inc()
+        if failures:
+            log.warning("gang %s: %d of %d members not released: %s", gang.key, len(failures), len(members),
+                        "; ".join(failures[:3]))
+            return False
+        log.info("gang %s released to kube-scheduler, pinned to %d node(s)", gang.key, len(hosts))
+        return waiting_extras == 0
+
+
+async def run(extender: "Extender", interval_s: float = 0.05) -> None:
+    """Release gated gangs as they become complete (and retry those with no room as the cluster changes)."""
+    state = extender.state
+    pinner = Pinner(extender)
+    await asyncio.gather(*(e.wait() for e in state.synced.values()))
+    while True:
+        await pinner.tick()
+        await asyncio.sleep(interval_s)

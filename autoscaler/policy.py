@@ -20,6 +20,20 @@ from the target (autoscaler/target_shape.py); written ones must agree with it, o
       queueDepth: {engine: vllm, selector: {namespace: llm}}   # vllm:num_requests_waiting; or metric: <name>
       target: {type: AverageValue, averageValue: "8"}
     behavior: {scaleDown: {stabilizationWindowSeconds: 300}}
+
+Instead of `metrics`, a policy may hand the decision to the look-ahead planner (autoscaler/planner.py) with a
+`planner:` section (`PlannerSpec`; the daemon feeds it in autoscaler/planned.py):
+
+    planner:
+      role: Prefill                        # Prefill | Decode | Aggregated (this target's count: max of the two)
+      prefillTokensPerSecond: 12000        # one replica, prompts within the TTFT SLO (measured)
+      decodeSlots: 64                      # sequences one replica holds within the ITL SLO (measured)
+      modelLoadSeconds: 120                # pod start + model load
+      ttftSeconds: 2                       # the TTFT SLO
+      attainment: 0.99                     # share of requests kept within it
+      scaleToZero: false                   # needs minReplicas: 0
+      engine: vllm                         # the counters and gauges read (PLANNER_METRICS)
+      selector: {namespace: llm}
 """
 
 from __future__ import annotations
@@ -61,6 +75,20 @@ ENGINE_METRICS: dict[str, dict[str, str]] = {
     "trtllm": {"QueueDepth": "trtllm_num_requests_waiting", "KVCacheUsage": "trtllm_kv_cache_utilization"},
 }
 ENGINES = tuple(ENGINE_METRICS)
+# What the planner reads per engine (`planner.engine`): counters of prompt tokens and of requests (their increments
+# between evaluations), and the gauges of requests waiting and running. prometheus_client exposes a Counter named X
+# as X_total (checked with prometheus_client 0.26.0's generate_latest). vllm-project/vllm vllm/v1/metrics/loggers.py (read at commit 005a810bc40f; the same four names in
+# this file at v0.33.0 not re-read): Counter "vllm:prompt_tokens" ("Number of prefill tokens processed", incremented
+# by iteration_stats.num_prompt_tokens), Counter "vllm:request_success" (label finished_reason, incremented per
+# finished request), Gauges "vllm:num_requests_running" and "vllm:num_requests_waiting". Both counters count work
+# done, not arrivals: while the pool is saturated the excess shows in the waiting gauge, which the planner drains.
+# Other engines: name the four series with promptTokensMetric, requestsMetric, waitingMetric, runningMetric.
+PLANNER_METRICS: dict[str, dict[str, str]] = {
+    "vllm": {"promptTokens": "vllm:prompt_tokens_total", "requests": "vllm:request_success_total",
+             "waiting": "vllm:num_requests_waiting", "running": "vllm:num_requests_running"},
+}
+PLANNER_SIGNALS = ("promptTokens", "requests", "waiting", "running")
+PLANNER_ROLES = ("Prefill", "Decode", "Aggregated")
 DEFAULT_ENGINE = {"QueueDepth": "dynamo", "KVCacheUsage": "vllm"}  # neither engine nor metric given
 # GPU framebuffer memory as dcgm-exporter publishes it (NVIDIA/dcgm-exporter 4.5.3-4.8.2 etc/default-counters.csv):
 # DCGM_FI_DEV_FB_USED / _FREE / _RESERVED, gauges in MiB (DCGM v4.5.3 dcgmlib/src/DcgmCacheManager.cpp: NVML bytes
@@ -168,6 +196,29 @@ class GangShape:
 
 
 @dataclass(frozen=True)
+class PlannerSpec:
+    """The `planner:` section: per-replica capacities measured once per model and hardware (see
+    autoscaler/planner.py), the SLO, and the series the daemon reads. Replicas bounds come from the policy's
+    minReplicas / maxReplicas and the evaluation interval from evaluationIntervalSeconds."""
+
+    role: str  # Prefill | Decode | Aggregated: which of the plan's counts this target takes
+    prefill_tokens_per_s: float
+    decode_slots: int
+    load_s: float
+    ttft_slo_s: float
+    attainment: float = 0.99
+    scale_to_zero: bool = False
+    idle_to_zero_s: float = 600.0
+    history_s: float = 3600.0
+    engine: str = "vllm"
+    selector: tuple[tuple[str, str], ...] = ()
+    series: tuple[tuple[str, str], ...] = ()  # (signal, metric name) for each of PLANNER_SIGNALS
+
+    def metric(self, signal: str) -> str:
+        return dict(self.series)[signal]
+
+
+@dataclass(frozen=True)
 class Policy:
     namespace: str
     name: str  # the ConfigMap's name
@@ -182,6 +233,7 @@ class Policy:
     interval_s: float = 15.0
     dry_run: bool = False
     capacity_aware: bool = True
+    planner: PlannerSpec | None = None  # set: the look-ahead planner decides, not the metrics
 
     @property
     def key(self) -> str:
@@ -352,7 +404,7 @@ def parse_policy(namespace: str, name: str, text: str | bytes | Mapping[str, Any
                                   "and metrics"])
     errs: list[str] = []
     known = {"scaleTargetRef", "minReplicas", "maxReplicas", "metrics", "behavior", "podsPerReplica", "gang",
-             "scaleUnit", "evaluationIntervalSeconds", "dryRun", "capacityAware"}
+             "scaleUnit", "evaluationIntervalSeconds", "dryRun", "capacityAware", "planner"}
     for k in doc:
         if k not in known:
             errs.append(f"unknown field {_show(k)} (known: {', '.join(sorted(known))})")
@@ -388,8 +440,12 @@ def parse_policy(namespace: str, name: str, text: str | bytes | Mapping[str, Any
            else set())))
     raw_metrics = _list("metrics", doc.get("metrics"), errs, "of metric mappings")
     metrics = tuple(m for i, raw in enumerate(raw_metrics) if (m := _metric(i, raw, errs)) is not None)
-    if not raw_metrics:
-        errs.append("metrics: at least one metric is needed (e.g. a QueueDepth metric)")
+    planner = _planner(doc.get("planner"), lo, errs) if "planner" in doc else None
+    if "planner" in doc and raw_metrics:
+        errs.append("metrics: a policy with planner: is decided by the planner alone; remove metrics, or the "
+                    "planner section to scale on the metrics")
+    elif not raw_metrics and "planner" not in doc:
+        errs.append("metrics: at least one metric is needed (e.g. a QueueDepth metric), or a planner: section")
     beh = _mapping("behavior", doc.get("behavior"), errs, "with scaleUp and/or scaleDown")
     up = _rules("behavior.scaleUp", beh.get("scaleUp"), DEFAULT_UP, errs)
     down = _rules("behavior.scaleDown", beh.get("scaleDown"), DEFAULT_DOWN, errs)
@@ -400,7 +456,53 @@ def parse_policy(namespace: str, name: str, text: str | bytes | Mapping[str, Any
         raise PolicyError(where, errs)
     assert target is not None
     return Policy(namespace, name, target, lo, hi, metrics, up, down, gang, unit, float(interval),
-                  bool(doc.get("dryRun", False)), bool(doc.get("capacityAware", True)))
+                  bool(doc.get("dryRun", False)), bool(doc.get("capacityAware", True)), planner)
+
+
+def _planner(raw: Any, min_replicas: int, errs: list[str]) -> PlannerSpec | None:
+    at = "planner"
+    n = len(errs)
+    body = _mapping(at, raw, errs, "role, prefillTokensPerSecond, decodeSlots, modelLoadSeconds, ttftSeconds, ...")
+    known = {"role", "prefillTokensPerSecond", "decodeSlots", "modelLoadSeconds", "ttftSeconds", "attainment",
+             "scaleToZero", "idleToZeroSeconds", "historySeconds", "engine", "selector",
+             *(f"{s}Metric" for s in PLANNER_SIGNALS)}
+    for k in body:
+        if k not in known:
+            errs.append(f"{at}.{_show(k)}: unknown field (known: {', '.join(sorted(known))})")
+    role = body.get("role", "Aggregated")
+    if role not in PLANNER_ROLES:
+        errs.append(f"{at}.role: {_show(role)} must be Prefill (the target is the prefill pool), Decode (the decode "
+                    "pool) or Aggregated (one pool serves both: the larger of the two counts)")
+    tps = _number(f"{at}.prefillTokensPerSecond", body.get("prefillTokensPerSecond"), errs, 0, MAX_QUANTITY,
+                  low_open=True, hint=" (prompt tokens/s one replica sustains within the TTFT SLO, measured)")
+    slots = _number(f"{at}.decodeSlots", body.get("decodeSlots"), errs, 1, MAX_REPLICAS * 1000, integer=True,
+                    hint=" (sequences one replica holds within the ITL SLO, measured)")
+    load = _number(f"{at}.modelLoadSeconds", body.get("modelLoadSeconds"), errs, 0, 86400,
+                   hint=" (pod start + model load)")
+    ttft = _number(f"{at}.ttftSeconds", body.get("ttftSeconds"), errs, 0, 3600, low_open=True, hint=" (the TTFT SLO)")
+    att = _number(f"{at}.attainment", body.get("attainment"), errs, 0, 1, 0.99, low_open=True, high_open=True,
+                  hint=", a fraction such as 0.99")
+    idle = _number(f"{at}.idleToZeroSeconds", body.get("idleToZeroSeconds"), errs, 0, 86400 * 7, 600)
+    hist = _number(f"{at}.historySeconds", body.get("historySeconds"), errs, 60, 86400 * 7, 3600)
+    stz = body.get("scaleToZero", False)
+    if not isinstance(stz, bool):
+        errs.append(f"{at}.scaleToZero: {_show(stz)} must be true or false")
+        stz = False
+    elif stz and min_replicas > 0:
+        errs.append(f"{at}.scaleToZero: true needs minReplicas: 0 (it is {min_replicas}); set minReplicas to 0 or "
+                    "scaleToZero to false")
+    engine = body.get("engine", "vllm")
+    names = {s: _string(f"{at}.{s}Metric", body.get(f"{s}Metric"), errs) for s in PLANNER_SIGNALS}
+    if engine not in tuple(PLANNER_METRICS):
+        errs.append(f"{at}.engine: {_show(engine)} must be one of {', '.join(PLANNER_METRICS)} (for another engine "
+                    "name its series with " + ", ".join(f"{s}Metric" for s in PLANNER_SIGNALS) + ")")
+        engine = "vllm"
+    series = tuple((s, names[s] or PLANNER_METRICS[engine][s]) for s in PLANNER_SIGNALS)
+    sel = _labels(f"{at}.selector", body.get("selector"), errs)
+    if len(errs) > n:
+        return None
+    return PlannerSpec(role, float(tps), int(slots), float(load), float(ttft), float(att), stz, float(idle),
+                       float(hist), engine, sel, series)
 
 
 def _gang(raw: Any, pods: int, errs: list[str]) -> GangShape:

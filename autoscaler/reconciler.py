@@ -1,6 +1,11 @@
 """The reconciler: for each policy, when due, read the target and its metrics, ask the placement engine how many
 more gangs fit, decide (pure, autoscaler.algorithm), patch, and tell people. Side effects live here and only here.
 
+A policy with a `planner:` section is decided by the look-ahead planner (autoscaler/planner.py) instead of the
+HPA rules: one Planner per policy, fed each evaluation from the counters and gauges Prometheus holds
+(autoscaler/planned.py says how, and what the per-evaluation bins approximate); its plan goes through the same
+min/max and capacity clamp, and its reason into the status and the Events.
+
 Policies are re-listed every tick (ConfigMaps labelled clique.dev/autoscaling-policy=true), so edits apply without
 a restart. A policy that fails validation is reported (Event on its ConfigMap, log line, metric, status annotation)
 and skipped; every other policy keeps running. Status is written back to the ConfigMap as the annotation
@@ -20,8 +25,9 @@ from typing import Any, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from autoscaler.algorithm import Capacity, Decision, History, Reason, decide, record
+from autoscaler.planned import PlannerFeed, hold_decision, planned_decision
 from autoscaler.policy import POLICY_KEY, POLICY_LABEL, Policy, PolicyError, parse_policy
-from autoscaler.sources import PrometheusSource, read_metric
+from autoscaler.sources import PrometheusSource, read_metric, read_planner_signals
 from autoscaler.target_shape import pending_replicas, resolve_gang
 from autoscaler.targets import TargetError, Targets
 from scheduler.placement.engine import CliqueEngine
@@ -66,18 +72,20 @@ class PolicyRuntime:
     last: dict[str, Any] = field(default_factory=dict)  # last status written
     last_status_write: float = -1e9
     events_sent: dict[str, float] = field(default_factory=dict)
+    feed: PlannerFeed | None = None  # policies with planner:, the planner and its memory
 
 
 class Autoscaler:
     def __init__(self, api: Any, prometheus_url: str | None, namespace: str | None = None,
                  state: Any = None, engine: CliqueEngine | None = None, clock: Callable[[], float] = time.monotonic,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, wall_clock: Callable[[], float] = time.time) -> None:
         self.api = api
         self.prometheus = PrometheusSource(prometheus_url) if prometheus_url else None
         self.namespace = namespace
         self.state = state  # scheduler.extender.state.ClusterState for capacity; None disables the check
         self.engine = engine or CliqueEngine()
         self.clock = clock
+        self.wall_clock = wall_clock  # the planner's time: its time-of-day profile needs the time of day
         self.dry_run = dry_run
         self.targets = Targets(api)
         self.runtimes: dict[str, PolicyRuntime] = {}
@@ -117,6 +125,11 @@ class Autoscaler:
             new = PolicyRuntime(policy, rv, error, text)
             if rt is not None and rt.policy is not None and policy is not None and rt.policy.target == policy.target:
                 new.history, new.next_due = rt.history, rt.next_due  # same target: keep its memory
+                if (rt.feed is not None and policy.planner == rt.policy.planner
+                        and policy.interval_s == rt.policy.interval_s
+                        and (policy.min_replicas, policy.max_replicas) == (rt.policy.min_replicas,
+                                                                           rt.policy.max_replicas)):
+                    new.feed = rt.feed  # the same planner settings: keep its history too
             new.last, new.last_status_write = (rt.last, rt.last_status_write) if rt else ({}, -1e9)
             self.runtimes[key] = new
             self.metrics.policy_errors.labels(key).set(1 if error else 0)
@@ -125,8 +138,9 @@ class Autoscaler:
                 await self._event_on_configmap(cm, "InvalidPolicy", error, warning=True)
                 await self._write_status(key, new, {"valid": False, "error": error})
             else:
-                log.info("policy %s loaded: %s, %d..%d replicas, %d metric(s)", key, policy.target.describe(),
-                         policy.min_replicas, policy.max_replicas, len(policy.metrics))
+                log.info("policy %s loaded: %s, %d..%d replicas, %s", key, policy.target.describe(),
+                         policy.min_replicas, policy.max_replicas,
+                         f"planner ({policy.planner.role})" if policy.planner else f"{len(policy.metrics)} metric(s)")
         for key in set(self.runtimes) - seen:
             log.info("policy %s removed", key)
             del self.runtimes[key]
@@ -177,11 +191,25 @@ class Autoscaler:
         p = replace(p, gang=gang)  # the shape as the target declares it, where the policy left it out
         current = p.from_scale(scale.replicas)
         pods, unbound = await self.targets.pods(p.namespace, scale.selector)
-        readings = await asyncio.gather(*(read_metric(m, self.prometheus, pods, self._session()) for m in p.metrics))
         pending = pending_replicas(unbound, scale.selects, p.gang.pods)
-        capacity = self.capacity(p, pending) if p.capacity_aware else None
         now = self.clock()
-        decision = decide(p, current, list(readings), rt.history, now, capacity)
+        if p.planner is not None:
+            signals = await read_planner_signals(p.planner, self.prometheus)
+            capacity = self.capacity(p, pending) if p.capacity_aware else None
+            if signals.error:
+                decision = hold_decision(p, current, signals)
+            else:  # the planner's own clock is the wall clock: its time-of-day profile needs the time of day
+                if rt.feed is None:
+                    rt.feed = PlannerFeed.for_policy(p)
+                plan = rt.feed.plan(self.wall_clock(), signals, current)
+                decision = (hold_decision(p, current, signals) if plan is None else
+                            planned_decision(p, current, plan, signals, rt.feed.prompt_rate(), capacity))
+        else:
+            readings = await asyncio.gather(*(read_metric(m, self.prometheus, pods, self._session())
+                                              for m in p.metrics))
+            capacity = self.capacity(p, pending) if p.capacity_aware else None
+            now = self.clock()
+            decision = decide(p, current, list(readings), rt.history, now, capacity)
         dry = p.dry_run or self.dry_run
         applied = False
         if decision.changed and not dry:
@@ -196,7 +224,7 @@ class Autoscaler:
         m.metrics_ok.labels(key).set(1 if all(o.replicas is not None for o in decision.metrics) else 0)
         log.info("policy %s: %s [%s]%s", key, decision.message, decision.reason.value, " (dry run)" if dry else "")
         await self._announce(p, rt, decision, dry)
-        await self._write_status(key, rt, self._status(p, decision, dry, scale.via))
+        await self._write_status(key, rt, self._status(p, decision, dry, scale.via, rt))
         return decision
 
     def capacity(self, p: Policy, pending: int) -> Capacity | None:
@@ -228,9 +256,16 @@ class Autoscaler:
         return Capacity(fits, pending, reason)
 
     # ------------------------------------------------------------------ reporting
-    def _status(self, p: Policy, d: Decision, dry: bool, via: str = "") -> dict[str, Any]:
+    def _status(self, p: Policy, d: Decision, dry: bool, via: str = "", rt: PolicyRuntime | None = None
+                ) -> dict[str, Any]:
         cond_ok = d.reason not in (Reason.NO_METRICS, Reason.METRICS_MISSING)
-        return {
+        extra: dict[str, Any] = {}
+        if p.planner is not None:
+            plan = rt.feed.last_plan if rt is not None and rt.feed is not None else None
+            extra["planner"] = {"role": p.planner.role, **({} if plan is None or d.reason == Reason.NO_METRICS else {
+                "prefill": plan.prefill, "decode": plan.decode, "reason": plan.reason,
+                "forecastPromptTokensPerSecond": round(plan.forecast_prompt_tps, 3)})}
+        return {**extra,
             "valid": True, "target": p.target.describe() + (f" via {via}" if via else ""),
             "gang": {"podsPerReplica": p.gang.pods, "gpusPerPod": p.gang.gpus_per_pod},
             "currentReplicas": d.current, "desiredReplicas": d.desired,

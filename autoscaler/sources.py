@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from autoscaler.algorithm import PodSample, Reading
-from autoscaler.policy import DCGM_FB_MIB, MetricSpec
+from autoscaler.planned import PlannerSignals
+from autoscaler.policy import DCGM_FB_MIB, MetricSpec, PlannerSpec
 
 log = logging.getLogger("clique.autoscaler.sources")
 MiB = 2**20
@@ -198,3 +199,35 @@ async def _read_scrape(spec: MetricSpec, http: Any) -> Reading:
         why = "; ".join(errors) if errors else f"no {name} samples matching {sel or '{}'}"
         return Reading(spec, error=f"scrape: {why}")
     return Reading(spec, value=value)
+
+
+def planner_queries(spec: PlannerSpec) -> dict[str, str]:
+    """The PromQL per planner signal: counters unaggregated (one series each, their increments are taken per series
+    so that one pod's reset does not look like negative load), gauges summed."""
+    sel = _matchers(spec.selector)
+    return {s: (f"{spec.metric(s)}{sel}" if s in ("promptTokens", "requests") else f"sum({spec.metric(s)}{sel})")
+            for s in ("promptTokens", "requests", "waiting", "running")}
+
+
+async def read_planner_signals(spec: PlannerSpec, prometheus: PrometheusSource | None) -> PlannerSignals:
+    """The planner's signals for one evaluation; never raises (what failed is in `error`)."""
+    if prometheus is None:
+        return PlannerSignals(error="no Prometheus URL configured (--prometheus-url)")
+    queries = planner_queries(spec)
+    answers = await asyncio.gather(*(prometheus.query(q) for q in queries.values()), return_exceptions=True)
+    counters: dict[str, dict[frozenset, float]] = {}
+    gauges: dict[str, float] = {}
+    errors = []
+    for (signal, promql), result in zip(queries.items(), answers):
+        if isinstance(result, BaseException):
+            first = str(result).splitlines()[0][:200] if str(result) else type(result).__name__
+            errors.append(f"{signal}: Prometheus {prometheus.url} query failed: {first}")
+            continue
+        samples = [(s.get("metric") or {}, v) for s in result or [] if (v := _value(s)) is not None]
+        if not samples:
+            errors.append(f"{signal}: no samples from {promql}")
+        elif signal in ("promptTokens", "requests"):
+            counters[signal] = {frozenset(labels.items()): v for labels, v in samples}
+        else:
+            gauges[signal] = sum(v for _, v in samples)
+    return PlannerSignals(counters, gauges, "; ".join(errors) or None)

@@ -288,3 +288,60 @@ def test_configmaps_that_used_to_crash_validation_are_reported_and_the_valid_pol
     env["exporter"].queue(20, namespace=ns)
     wait_for(lambda: replicas(env) == 4, 2 * INTERVAL + 5, "the valid policy scaling up beside the invalid ones")
     env["exporter"].queue(5, namespace=ns)
+
+
+def test_a_planner_policy_scales_on_prompt_token_counters_scraped_by_prometheus(env):
+    """A `planner:` policy: the daemon feeds the look-ahead planner the increments of vLLM's counters (as the
+    exporter publishes them, scraped by the real Prometheus every second) and scales the target to the plan, the
+    plan's reason in the status and the ScaledUp Event. The target's pods select no node (they stay Pending), so
+    they take nothing from the gangs above."""
+    import threading
+
+    core, apps, ns, exporter = env["core"], env["apps"], env["ns"], env["exporter"]
+    labels = {"model_name": "planned", "engine": "0"}
+    stop = threading.Event()
+
+    def serve(tokens_per_s: float = 30_000, requests_per_s: float = 10) -> None:
+        tokens = requests = 0.0
+        while not stop.is_set():  # counters advancing at a steady load
+            exporter.set("vllm:prompt_tokens_total", tokens, **labels)
+            exporter.set("vllm:request_success_total", requests, finished_reason="stop", **labels)
+            tokens, requests = tokens + tokens_per_s * 0.1, requests + requests_per_s * 0.1
+            stop.wait(0.1)
+
+    exporter.set("vllm:num_requests_waiting", 0, **labels)
+    exporter.set("vllm:num_requests_running", 40, **labels)
+    feeder = threading.Thread(target=serve, daemon=True)
+    feeder.start()
+    try:
+        env["prom"].wait_for_series('vllm:prompt_tokens_total{model_name="planned"}')
+        apps.create_namespaced_deployment(ns, {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "planned"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "planned"}},
+                     "template": {"metadata": {"labels": {"app": "planned"}},
+                                  "spec": {"nodeSelector": {"clique.dev/pool": f"{env['prefix']}-none"},
+                                           "containers": [{"name": "prefill",
+                                                           "image": "registry.example/vllm:test"}]}}}})
+        core.create_namespaced_config_map(ns, policy_cm("planned-policy", {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "planned"},
+            "minReplicas": 1, "maxReplicas": 8, "evaluationIntervalSeconds": INTERVAL, "capacityAware": False,
+            "planner": {"role": "Prefill", "prefillTokensPerSecond": 12_000, "decodeSlots": 64,
+                        "modelLoadSeconds": 4, "ttftSeconds": 2, "engine": "vllm", "selector": labels}}))
+
+        def planned():
+            return apps.read_namespaced_deployment_scale("planned", ns).spec.replicas
+
+        wait_for(lambda: planned() >= 3, 6 * INTERVAL + 10,
+                 "the planner's scale-up (30,000 tok/s / 12,000 per replica)")
+        st = wait_for(lambda: (s := status(env, "planned-policy")).get("planner", {}).get("reason") and s, 10,
+                      "the planner's reason in the status")
+        # 3 replicas carry the mean; the 1 s scrapes read by 2 s evaluations make the increments jitter, which
+        # the burst headroom may answer with a fourth, never with maxReplicas
+        assert 3 <= st["desiredReplicas"] <= 4, st
+        assert st["planner"]["role"] == "Prefill" and st["planner"]["reason"].startswith("prefill ")
+        assert "planner prefill = " in st["message"]
+        msgs = wait_for(lambda: events(env, "planned", "ScaledUp"), 10, "a ScaledUp Event on the Deployment")
+        assert "burst headroom" in msgs[0], msgs
+    finally:
+        stop.set()
+        feeder.join(timeout=2)

@@ -26,16 +26,25 @@ def test_bench_placement_reports_every_policy():
 def test_bench_extender_binds_every_gang_through_the_real_api():
     result = run_bench("extender", "--sizes", "200", "--gangs", "3")
     verbs = {r["verb"] for r in result["results"]}
-    assert result["benchmark"] == "extender" and verbs == {"filter", "prioritize", "bind"}
+    assert result["benchmark"] == "extender"
+    # the per-pod path, and the gated path (gangs released by the extender's own loop, then filter and bind)
+    assert verbs == {"filter", "prioritize", "bind", "release", "filter-gated", "bind-gated"}
     assert all(r["nodes"] == 200 and r["rps"] > 0 for r in result["results"])
 
 
-def test_bench_e2e_compares_three_schedulers_with_no_partial_gangs():
-    result = run_bench("e2e", "--nodes", "64", "--timeout", "120")
+def test_bench_e2e_compares_the_schedulers_with_no_partial_gangs_and_says_where_the_time_goes():
+    result = run_bench("e2e", "--nodes", "64", "--timeout", "120", "--modes", "stock,clique,clique-filter,kube-workload",
+                       "--latency-gangs", "2")
     rows = {r["scheduler"]: r for r in result["results"]}
-    assert set(rows) == {"stock", "clique", "kube-workload"}
+    assert set(rows) == {"stock", "clique", "clique-filter", "kube-workload"}
     assert all(r["pods"] == 32 for r in rows.values())
-    assert rows["clique"]["partial_gangs"] == 0 and rows["clique"]["one_domain_share"] == 1.0
+    for mode in ("clique", "clique-filter"):
+        assert rows[mode]["partial_gangs"] == 0 and rows[mode]["one_domain_share"] == 1.0
+        assert rows[mode]["idle_gang_bound_s"]["gangs"] == 2
+    b = rows["clique"]["breakdown"]
+    # gated gangs: every member reached the extender with its pinned nodes only, after one release patch each
+    assert b["filter_scope_per_pod"] == {"nodes": 1.0} and b["api_writes_per_pod"]["PATCH pods"] == 1.0
+    assert b["attempts_per_pod"].get("scheduled") == 1.0 and b["cpu_ms_per_pod"]["kube-apiserver"] > 0
 
 
 def test_bench_autoscaler_times_patches_from_both_sources():

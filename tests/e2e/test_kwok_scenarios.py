@@ -74,7 +74,7 @@ def test_replay_on_the_control_plane_runs_the_real_autoscaler_and_reports_it_bes
     result = clique("replay", "--kwok", "--limit", "600", "--kwok-speedup", "30", "--output", str(tmp_path), "--json")
     assert result["simulation"] == "autoscaling-kwok" and result["requests"] == 600
     real, offline, oracle = result["results"]
-    assert real["policy"] == "clique (API server)" and offline["policy"] == "clique" and oracle["policy"] == "oracle"
+    assert real["policy"] == "clique (API server)" and offline["policy"] == "clique-reactive" and oracle["policy"] == "oracle"
     assert real["requests"] == 600, "every request was served by replicas the cluster bound"
     assert real["scale_events"] >= 1, "the autoscaler patched the StatefulSets"
     assert 0 < real["ttft_slo_attainment"] <= 1 and real["gpu_hours"] > 0

@@ -213,8 +213,12 @@ class Pinner:
         if res is None:
             found = members_of(gang_pods, ext.just_bound())
             res, _ = ext.plan(gang, found.pending, found.bound, nodes=None, pod=first)
-            if res is None:
-                return False  # plan() sent the reason as an Event
+            if res is None:  # plan() sent the reason as an Event; a higher-priority gang may free a domain
+                from scheduler.extender import preemption
+
+                if not found.bound:
+                    preemption.on_unschedulable(ext, first, gang)  # the freed domain becomes its reservation
+                return False
         places: dict[str, str] = {}
         for p, g in members:
             q = pod_request(p)

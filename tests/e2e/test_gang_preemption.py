@@ -41,10 +41,12 @@ def _low_pod(name: str, node: str, labels: dict[str, str]) -> dict:
     return pod
 
 
-def _high_gang(core, name: str, size: int, pool: str) -> None:
+def _high_gang(core, name: str, size: int, pool: str, gated: bool = False) -> None:
     for i in range(size):
         pod = gang_pod(f"{name}-{i}", name, size, pool=pool)
         pod["spec"]["priorityClassName"] = HIGH
+        if gated:  # the gated path (scheduler/extender/pinning.py): the gate in the pod's own template
+            pod["spec"]["schedulingGates"] = [{"name": "clique.dev/placement"}]
         core.create_namespaced_pod("default", pod)
 
 
@@ -60,9 +62,7 @@ def _reasons(core, name: str) -> dict[str, list[str]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def full_pool(control_plane, clique_scheduler):
-    k8s = control_plane.api_client()
+def _fill(k8s) -> dict:
     core = client.CoreV1Api(k8s)
     _priority_classes(k8s)
     pool, names, domain = new_pool(k8s, domains=3, hosts=4)
@@ -80,15 +80,48 @@ def full_pool(control_plane, clique_scheduler):
         core.create_namespaced_pod("default", pod)
     wait_for(lambda: len(_running(core, f"gang={g}")) == 2, 90, "the low-priority gang Running")
     assert {domain[n] for n in _running(core, f"gang={g}").values()} == {f"{pool}.0"}
-    yield {"pool": pool, "names": names, "domain": domain, "sel": sel, "lowgang": g}
+    return {"pool": pool, "names": names, "domain": domain, "sel": sel, "lowgang": g}
+
+
+def _empty(k8s, pool: str) -> None:
+    core = client.CoreV1Api(k8s)
     for p in core.list_namespaced_pod("default").items:
         if p.metadata.name.startswith(pool):
             core.delete_namespaced_pod(p.metadata.name, "default", grace_period_seconds=0)
+
+
+@pytest.fixture(scope="module")
+def full_pool(control_plane, clique_scheduler):
+    k8s = control_plane.api_client()
+    filled = _fill(k8s)
+    yield filled
+    _empty(k8s, filled["pool"])
     try:
-        client.PolicyV1Api(k8s).delete_namespaced_pod_disruption_budget(f"{pool}-keep", "default")
+        client.PolicyV1Api(k8s).delete_namespaced_pod_disruption_budget(f"{filled['pool']}-keep", "default")
     except client.exceptions.ApiException:
         pass
     k8s.close()
+
+
+def test_a_gated_high_priority_gang_preempts_too_and_is_released_pinned_to_the_freed_domain(control_plane,
+                                                                                          clique_scheduler):
+    k8s = control_plane.api_client()
+    core = client.CoreV1Api(k8s)
+    filled = _fill(k8s)
+    try:
+        pool, domain, sel = filled["pool"], filled["domain"], filled["sel"]
+        before = _running(core, sel)
+        g = f"{pool}-gated"
+        _high_gang(core, g, 4, pool, gated=True)
+        placed = wait_for(lambda: (r := _running(core, f"gang={g}")) and len(r) == 4 and r, 90, "gated high gang Running")
+        assert {domain[n] for n in placed.values()} == {f"{pool}.1"} and len(set(placed.values())) == 4
+        gone = sorted(set(before) - set(_running(core, sel)))
+        assert gone == sorted(n for n, node in before.items() if domain[node] == f"{pool}.1"), gone
+        pod = core.read_namespaced_pod(f"{g}-0", "default")
+        assert not pod.spec.scheduling_gates and pod.spec.affinity.node_affinity, "released by the pinning loop"
+    finally:
+        _empty(k8s, filled["pool"])
+        k8s.close()
 
 
 def test_a_high_priority_gang_evicts_exactly_the_fewest_gpus_that_free_one_domain(k8s, full_pool):

@@ -36,6 +36,10 @@ DEFAULT_POLICY = "Gang"
 # only after --node-monitor-grace-period (50 s in k8s.io/kubernetes v1.37.2,
 # pkg/controller/nodelifecycle/config/v1alpha1/defaults.go), so a node that stops answering is restarted ~80 s in.
 DEFAULT_GRACE_S = 30.0
+# A member deleted (not failed or evicted) breaks its gang only if the rest of it is still there this long after:
+# a gang being deleted as a whole (kubectl delete, a scale-down, a benchmark's cleanup) loses its pods one after
+# another within moments, and is not a gang to restart.
+DELETION_SETTLE_S = 2.0
 MEMBER_CAUSES = ("member-failed", "member-evicted", "member-deleted", "member-missing", "member-replaced")
 NODE_CAUSES = ("node-not-ready", "node-deleted")
 _GRACE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m)?\s*$")
@@ -225,12 +229,14 @@ def decide_gang(obs: ObservedGang, nodes: Mapping[str, NodeView], now: datetime,
         what = (f"member {loss.key} {'on ' + loss.node + ' ' if loss.node else ''}{loss.how}"
                 f"{' (' + loss.detail + ')' if loss.detail else ''}" if loss.how != "missing"
                 else f"it has {len(live)} of {gang.size} members")
-        causes.append((_plus(loss.at, member_delay), cause, what))
+        delay = max(member_delay, DELETION_SETTLE_S) if loss.how == "deleted" else member_delay
+        causes.append((_plus(loss.at, delay), cause, what))
     for p in pods:
         if _terminating(p) and (p.get("spec") or {}).get("nodeName"):
             how, detail = how_gone(p)
             at = _stamp((p.get("metadata") or {}).get("deletionTimestamp")) or now
-            causes.append((_plus(min(at, now), member_delay), f"member-{how}",
+            delay = max(member_delay, DELETION_SETTLE_S) if how == "deleted" else member_delay
+            causes.append((_plus(min(at, now), delay), f"member-{how}",
                            f"member {pod_key(p)} is terminating ({how}{', ' + detail if detail else ''})"))
     if policy == "Gang" and gang.source != "lws":  # LWS creates workers after placing the leader
         for p in replacements(live):

@@ -167,3 +167,18 @@ def test_a_restart_deletes_only_live_members_of_the_gang_and_only_after_its_caus
                 assert later >= grace
     if grace == 0 or not any(b for b, _, _ in members):
         assert not [a for a in actions if isinstance(a, (RestartGang, AwaitGrace, ReportBroken))]
+
+
+def test_a_gang_deleted_pod_by_pod_is_not_restarted_but_a_lone_deletion_is_after_a_moment():
+    from scheduler.extender.gang_health import DELETION_SETTLE_S, Loss
+
+    pods = [sts_pod(i, f"n{i}", created=T0) for i in range(3)]  # the fourth member was just deleted
+    loss = Loss("default/web-3", "old", "n3", T0 + timedelta(seconds=100), "deleted")
+    soon = decide_gang(gang_of(pods, losses=(loss,)), READY, T0 + timedelta(seconds=100.5))
+    assert [type(a).__name__ for a in soon] == ["AwaitGrace"], "the rest of the gang may be going too"
+    later = decide_gang(gang_of(pods, losses=(loss,)), READY, T0 + timedelta(seconds=100 + DELETION_SETTLE_S))
+    assert [a.cause for a in later if isinstance(a, RestartGang)] == ["member-deleted"]
+    going = [sts_pod(i, f"n{i}", created=T0) for i in range(3)]
+    for p in going:  # the rest of the gang is being deleted too
+        p["metadata"]["deletionTimestamp"] = _iso(T0 + timedelta(seconds=100))
+    assert decide_gang(gang_of(going, losses=(loss,)), READY, T0 + timedelta(seconds=110)) == []

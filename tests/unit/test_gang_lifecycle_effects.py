@@ -43,7 +43,11 @@ def _member(i: int, node: str) -> dict:
                                                            "lastTransitionTime": "2026-12-01T10:00:01Z"}]}}
 
 
-async def test_a_member_deleted_on_the_watch_restarts_its_gang_by_uid_and_its_own_deletions_are_not_losses():
+async def test_a_member_deleted_on_the_watch_restarts_its_gang_by_uid_and_its_own_deletions_are_not_losses(
+        monkeypatch):
+    from scheduler.extender import gang_health
+
+    monkeypatch.setattr(gang_health, "DELETION_SETTLE_S", 0.0)  # the settle itself: tests/unit/test_gang_health.py
     state = ClusterState(levels_from_labels(["nvidia.com/gpu.clique"], ["nvlink"]))
     ext = Extender(state, api_client=None)
     ext.binder = binder = RecordingBinder()

@@ -195,6 +195,21 @@ def scale_down_limit(current: int, history: History, rules: ScalingRules, now: f
     return _rate_limit(current, history, rules, now, up=False)
 
 
+def clamp_to_capacity(desired: int, current: int, capacity: Capacity | None, policy: Policy) -> tuple[int, int, str]:
+    """Never a replica that cannot be placed: a scale-up is cut to the whole gangs that fit now (less those still
+    pending). Returns (desired, replicas blocked, a note saying so or "")."""
+    if desired <= current or capacity is None or not policy.capacity_aware:
+        return desired, 0, ""
+    room = max(0, capacity.fits - capacity.pending)
+    if desired - current <= room:
+        return desired, 0, ""
+    blocked = desired - current - room
+    note = (f"{blocked} more replica(s) of {policy.gang.pods}x{policy.gang.gpus_per_pod} GPUs blocked by capacity"
+            + (f" ({capacity.reason})" if capacity.reason else "")
+            + (f"; {capacity.pending} still pending" if capacity.pending else ""))
+    return current + room, blocked, note
+
+
 def decide(policy: Policy, current: int, readings: list[Reading], history: History, now: float,
            capacity: Capacity | None = None) -> Decision:
     """The whole decision for one evaluation. Does not modify `history`: call `record` with the result."""
@@ -250,16 +265,10 @@ def decide(policy: Policy, current: int, readings: list[Reading], history: Histo
         desired = min(max(desired, policy.min_replicas), policy.max_replicas)
         reason = Reason.MIN_MAX
     # phase 5: capacity (ours)
-    blocked = 0
-    if desired > current and capacity is not None and policy.capacity_aware:
-        room = max(0, capacity.fits - capacity.pending)
-        if desired - current > room:
-            blocked = desired - current - room
-            desired = current + room
-            reason = Reason.CAPACITY_BLOCKED
-            notes.append(f"{blocked} more replica(s) of {policy.gang.pods}x{policy.gang.gpus_per_pod} GPUs "
-                         f"blocked by capacity" + (f" ({capacity.reason})" if capacity.reason else "")
-                         + (f"; {capacity.pending} still pending" if capacity.pending else ""))
+    desired, blocked, note = clamp_to_capacity(desired, current, capacity, policy)
+    if note:
+        reason = Reason.CAPACITY_BLOCKED
+        notes.append(note)
     if desired != current and reason in (Reason.WITHIN_TOLERANCE, Reason.METRICS_MISSING, Reason.STABILIZED):
         reason = Reason.SCALE_UP if desired > current else Reason.SCALE_DOWN
     detail = ", ".join(f"{o.name}={_fmt(o.current_value)}/{_fmt(o.target)}" if o.replicas is not None

@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from autoscaler.algorithm import Capacity, Decision, MetricOutcome, Reason
+from autoscaler.algorithm import Capacity, Decision, MetricOutcome, Reason, clamp_to_capacity
 from autoscaler.planner import Observation, Plan, Planner, PlannerConfig
 from autoscaler.policy import MAX_REPLICAS, Policy, PlannerSpec
 
@@ -191,16 +191,10 @@ def planned_decision(policy: Policy, current: int, plan: Plan, signals: PlannerS
     if desired != wanted:
         reason = Reason.MIN_MAX
         notes.append(f"planner asked for {wanted}, held within {policy.min_replicas}..{policy.max_replicas}")
-    blocked = 0
-    if desired > current and capacity is not None and policy.capacity_aware:
-        room = max(0, capacity.fits - capacity.pending)
-        if desired - current > room:
-            blocked = desired - current - room
-            desired = current + room
-            reason = Reason.CAPACITY_BLOCKED
-            notes.append(f"{blocked} more replica(s) of {policy.gang.pods}x{policy.gang.gpus_per_pod} GPUs "
-                         f"blocked by capacity" + (f" ({capacity.reason})" if capacity.reason else "")
-                         + (f"; {capacity.pending} still pending" if capacity.pending else ""))
+    desired, blocked, note = clamp_to_capacity(desired, current, capacity, policy)
+    if note:
+        reason = Reason.CAPACITY_BLOCKED
+        notes.append(note)
     role = {"Prefill": "prefill", "Decode": "decode", "Aggregated": "max(prefill, decode)"}[spec.role]
     message = (f"{current} -> {desired} replicas (planner {role} = {wanted})" + ("; " + "; ".join(notes) if notes
                                                                                   else "") + f". {plan.reason}")

@@ -31,6 +31,25 @@ def _status_message(status: int, body: bytes) -> str:
     return f"{status}: {body[:200].decode('utf-8', 'replace')}"
 
 
+async def _checked(call: Any, what: str, refused: str = "") -> str:
+    """Await a write made with `_preload_content=False` and check its HTTP status: "" on success, else an error
+    naming `what` with the API's own words (or why the API server could not be reached)."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    try:
+        resp = await call
+        try:
+            if 200 <= resp.status < 300:
+                return ""
+            return f"{what}{refused}: {_status_message(resp.status, await resp.read())}"
+        finally:
+            resp.release()
+    except ApiException as exc:
+        return f"{what}{refused}: {exc.status} {exc.reason}" + (f": {exc.body[:300]}" if exc.body else "")
+    except (OSError, asyncio.TimeoutError) as exc:
+        return f"{what}: API server unreachable ({exc!r})"
+
+
 class Binder:
     def __init__(self, api_client: Any, component: str = "clique-scheduler") -> None:
         self.api = api_client
@@ -39,23 +58,11 @@ class Binder:
 
     async def bind(self, ns: str, name: str, uid: str, node: str) -> str:
         from kubernetes_asyncio import client
-        from kubernetes_asyncio.client.exceptions import ApiException
 
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns, "uid": uid},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
-        try:
-            resp = await client.CoreV1Api(self.api).create_namespaced_pod_binding(
-                name, ns, body, _preload_content=False)
-            try:
-                if 200 <= resp.status < 300:
-                    return ""
-                return f"binding {ns}/{name} to {node} refused: {_status_message(resp.status, await resp.read())}"
-            finally:
-                resp.release()
-        except ApiException as exc:
-            return f"binding {ns}/{name} to {node} refused: {exc.status} {exc.reason}"
-        except (OSError, asyncio.TimeoutError) as exc:
-            return f"binding {ns}/{name} to {node}: API server unreachable ({exc!r})"
+        return await _checked(client.CoreV1Api(self.api).create_namespaced_pod_binding(
+            name, ns, body, _preload_content=False), f"binding {ns}/{name} to {node}", " refused")
 
     async def bind_gang(self, places: list[tuple[str, str, str]]) -> list[str]:
         """Bindings for (pod key, uid, node) in order; one error string per place. All at once, except under the
@@ -75,21 +82,11 @@ class Binder:
     async def patch_pod(self, key: str, ops: list[dict]) -> str:
         """Apply a JSON patch to a pod (pinning.py: remove our scheduling gate, narrow its node affinity)."""
         from kubernetes_asyncio import client
-        from kubernetes_asyncio.client.exceptions import ApiException
 
         ns, name = key.split("/", 1)
-        try:  # a list body is sent as application/json-patch+json
-            resp = await client.CoreV1Api(self.api).patch_namespaced_pod(name, ns, ops, _preload_content=False)
-            try:
-                if 200 <= resp.status < 300:
-                    return ""
-                return f"patching {key}: {_status_message(resp.status, await resp.read())}"
-            finally:
-                resp.release()
-        except ApiException as exc:
-            return f"patching {key}: {exc.status} {exc.reason}: {(exc.body or '')[:300]}"
-        except (OSError, asyncio.TimeoutError) as exc:
-            return f"patching {key}: API server unreachable ({exc!r})"
+        # a list body is sent as application/json-patch+json
+        return await _checked(client.CoreV1Api(self.api).patch_namespaced_pod(name, ns, ops, _preload_content=False),
+                              f"patching {key}")
 
     async def nominate(self, key: str, node: str) -> str:
         """Set a pending pod's status.nominatedNodeName to its planned node (a merge patch of pods/status)."""

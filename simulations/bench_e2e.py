@@ -22,14 +22,14 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+
+from simulations.controlplane.webhook import OPT_IN  # the namespace label the shipped webhook selects
 
 NVL = "nvidia.com/gpu.clique"
 GANG = 4
 DOMAIN_HOSTS = 16
 MODES = ("stock", "clique", "clique-template", "clique-filter", "kube-workload")
-OPT_IN = {"clique.dev/scheduler": "enabled"}  # manifests/scheduler/webhook.yaml namespaceSelector
 
 
 def _pod(name: str, gang: str, scheduler: str, mode: str) -> dict:
@@ -89,22 +89,15 @@ def run(nodes: int, timeout_s: float, say=print, modes: tuple[str, ...] = MODES,
     return rows
 
 
-WEBHOOK_MANIFEST = Path(__file__).parents[1] / "manifests" / "scheduler" / "webhook.yaml"
-
-
 def register_webhook(api, port: int, ca: bytes, timeout_s: float = 60) -> None:
     """The shipped MutatingWebhookConfiguration, calling the extender's webhook on 127.0.0.1; waits until the API
-    server applies it (a dry-run pod in an opted-in namespace comes out gated)."""
-    import base64
-
-    import yaml
+    server applies it (a dry-run pod in an opted-in namespace comes out gated). The control plane goes away
+    with the benchmark, the configuration with it."""
     from kubernetes import client
 
-    config = next(d for d in yaml.safe_load_all(WEBHOOK_MANIFEST.read_text())
-                  if d and d["kind"] == "MutatingWebhookConfiguration")
-    config["webhooks"][0]["clientConfig"] = {"url": f"https://127.0.0.1:{port}/mutate",
-                                             "caBundle": base64.b64encode(ca).decode()}
-    client.AdmissionregistrationV1Api(api).create_mutating_webhook_configuration(config)
+    from simulations.controlplane.webhook import webhook_configuration
+
+    client.AdmissionregistrationV1Api(api).create_mutating_webhook_configuration(webhook_configuration(port, ca))
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": "bench-webhook-probe", "labels": OPT_IN}})
     probe = _pod("probe", "probe", "clique-scheduler", "clique")

@@ -28,6 +28,20 @@ def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[flo
     return (time.perf_counter() - t) * 1000, data
 
 
+def _gang_pod(gang: str, i: int, level: str, gated: bool = False) -> dict:
+    """Member i of a gang of GANG_PODS 8-GPU pods required inside one `level`; `gated`: under the gate that the
+    extender's pinning loop (scheduler/extender/pinning.py) removes."""
+    spec: dict = {"schedulerName": "clique-scheduler", "automountServiceAccountToken": False,
+                  "containers": [{"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}
+    if gated:
+        spec["schedulingGates"] = [{"name": "clique.dev/placement"}]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{gang}-{i}", "namespace": "default",
+                         "annotations": {"clique.dev/gang": gang, "clique.dev/gang-size": str(GANG_PODS),
+                                         "clique.dev/topology-required": level}},
+            "spec": spec}
+
+
 def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
     from kubernetes import client
 
@@ -51,12 +65,7 @@ def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
         pods = []
         for g in range(gangs + 1):  # the last gang is the untimed warm-up
             for i in range(GANG_PODS):
-                pod = {"apiVersion": "v1", "kind": "Pod",
-                       "metadata": {"name": f"g{g:03d}-{i}", "namespace": "default",
-                                    "annotations": {"clique.dev/gang": f"g{g:03d}", "clique.dev/gang-size": str(GANG_PODS),
-                                                    "clique.dev/topology-required": "spine"}},
-                       "spec": {"schedulerName": "clique-scheduler", "automountServiceAccountToken": False,
-                                "containers": [{"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}
+                pod = _gang_pod(f"g{g:03d}", i, "spine")
                 pods.append(api.sanitize_for_serialization(core.create_namespaced_pod("default", pod)))
         ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log", preset="generic")
         try:
@@ -111,13 +120,7 @@ def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
                 members = []
                 t0 = time.perf_counter()
                 for i in range(GANG_PODS):
-                    pod = {"apiVersion": "v1", "kind": "Pod",
-                           "metadata": {"name": f"z{g:03d}-{i}", "namespace": "default",
-                                        "annotations": {"clique.dev/gang": f"z{g:03d}", "clique.dev/gang-size": str(GANG_PODS),
-                                                        "clique.dev/topology-required": "leaf"}},
-                           "spec": {"schedulerName": "clique-scheduler", "automountServiceAccountToken": False,
-                                    "schedulingGates": [{"name": "clique.dev/placement"}],
-                                    "containers": [{"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}
+                    pod = _gang_pod(f"z{g:03d}", i, "leaf", gated=True)
                     core.create_namespaced_pod("default", pod)
                     members.append(pod["metadata"]["name"])
                 deadline = time.monotonic() + 30

@@ -6,28 +6,19 @@ Side effects: an extender process, a webhook configuration and two namespaces, a
 
 from __future__ import annotations
 
-import base64
 import uuid
-from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from scheduler.extender.process import start_extender, stop_extender
-from simulations.controlplane.processes import free_port, port_open
-from tests.e2e.helpers import gpu_pod, wait_for
+from simulations.controlplane.processes import free_port
+from tests.e2e.helpers import gpu_pod, opted_in_namespaces, wait_for
 from tests.unit.test_admission import mint_certs
 
-WEBHOOK_MANIFEST = Path(__file__).parents[2] / "manifests" / "scheduler" / "webhook.yaml"
 GROVE = {"grove.io/podgang": "dgd-0", "app": "adm"}
 OURS = "clique-scheduler"
-
-
-def _shipped_webhook_configuration() -> dict:
-    return next(d for d in yaml.safe_load_all(WEBHOOK_MANIFEST.read_text())
-                if d and d["kind"] == "MutatingWebhookConfiguration")
 
 
 @pytest.fixture(scope="module")
@@ -42,43 +33,13 @@ def webhook(control_plane, tmp_path_factory):
     log = work / "extender.log"
     proc, _ = start_extender(control_plane.kubeconfig, log, webhook_port=port, webhook_cert_dir=work / "tls")
     api = control_plane.api_client()
-    admission = client.AdmissionregistrationV1Api(api)
-    core = client.CoreV1Api(api)
-    suffix = uuid.uuid4().hex[:5]
-    name = f"clique-scheduler-e2e-{suffix}"
-    on, off = f"adm-on-{suffix}", f"adm-off-{suffix}"
     try:
-        wait_for(lambda: port_open(port), 30, "the extender's webhook port")
-        config = _shipped_webhook_configuration()
-        config["metadata"] = {"name": name}
-        config["webhooks"][0]["clientConfig"] = {"url": f"https://127.0.0.1:{port}/mutate",
-                                                 "caBundle": base64.b64encode(ca.read_bytes()).decode()}
-        admission.create_mutating_webhook_configuration(config)
-        for ns in (on, off):
-            control_plane.create_namespace(ns)
-        core.patch_namespace(on, {"metadata": {"labels": {"clique.dev/scheduler": "enabled"}}})
-
-        def probe() -> bool:  # the API server picks new webhook configurations up within a moment
-            probe_pod = gpu_pod(f"probe-{uuid.uuid4().hex[:5]}", 8, labels=GROVE)
-            made = core.create_namespaced_pod(on, probe_pod, dry_run="All")
-            return made.spec.scheduler_name == OURS
-
-        wait_for(probe, 60, "the webhook to take effect in the opted-in namespace", interval_s=0.5)
-        yield {"core": core, "on": on, "off": off, "log": log}
+        probe = gpu_pod(f"probe-{uuid.uuid4().hex[:5]}", 8, labels=GROVE)
+        with opted_in_namespaces(control_plane, api, port, ca.read_bytes(), "adm", probe) as (on, off):
+            yield {"core": client.CoreV1Api(api), "on": on, "off": off, "log": log}
     finally:
-        try:
-            admission.delete_mutating_webhook_configuration(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        finally:
-            for ns in (on, off):
-                try:
-                    core.delete_namespace(ns)
-                except ApiException:
-                    pass
-            stop_extender(proc)
-            api.close()
+        stop_extender(proc)
+        api.close()
 
 
 def _create(core, ns: str, scheduler: str, labels: dict) -> str:

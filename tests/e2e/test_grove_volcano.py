@@ -17,24 +17,21 @@ configuration and namespaces; all but the nodes are removed at the end."""
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
-from pathlib import Path
+from contextlib import ExitStack
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from scheduler.extender.process import clique_scheduler_config, start_extender, stop_extender
 from simulations.controlplane.kwok_nodes import create_nodes
-from simulations.controlplane.processes import free_port, port_open
-from tests.e2e.helpers import gpu_pod, wait_for
+from simulations.controlplane.processes import free_port
+from tests.e2e.helpers import gpu_pod, opted_in_namespaces, wait_for
 from tests.unit.test_admission import mint_certs
 from topology.spec import parse_cluster_spec
 
-WEBHOOK_MANIFEST = Path(__file__).parents[2] / "manifests" / "scheduler" / "webhook.yaml"
 SPINE, NVL = "clique.dev/spine", "nvidia.com/gpu.clique"
 OURS = "clique-scheduler"
 # Grove's pod labels and scheduling gate (ai-dynamo/grove v0.1.0-alpha.12-rc1 operator/api/common/labels.go;
@@ -106,7 +103,6 @@ def env(control_plane, tmp_path_factory, request):
     work = tmp_path_factory.mktemp("grove-volcano")
     api = control_plane.api_client()
     ext_api, core = client.ApiextensionsV1Api(api), client.CoreV1Api(api)
-    admission = client.AdmissionregistrationV1Api(api)
     made_crds = []
     for group, kind, plural, version, schema in CRDS:
         try:
@@ -124,27 +120,12 @@ def env(control_plane, tmp_path_factory, request):
     proc, port = start_extender(control_plane.kubeconfig, log, levels=[SPINE, NVL], bind_timeout_s=8,
                                 webhook_port=hook_port, webhook_cert_dir=work / "tls",
                                 gate_gangs=request.param == "gated")
-    suffix = uuid.uuid4().hex[:5]
-    name = f"clique-grove-e2e-{suffix}"
-    on, off = f"gv-on-{suffix}", f"gv-off-{suffix}"
+    webhook = ExitStack()  # the webhook configuration and the two namespaces, removed first at the end
     try:
         control_plane.start_scheduler(clique_scheduler_config(port), name="clique-scheduler")
-        wait_for(lambda: port_open(hook_port), 30, "the extender's webhook port")
-        config = next(d for d in yaml.safe_load_all(WEBHOOK_MANIFEST.read_text())
-                      if d and d["kind"] == "MutatingWebhookConfiguration")
-        config["metadata"] = {"name": name}
-        config["webhooks"][0]["clientConfig"] = {"url": f"https://127.0.0.1:{hook_port}/mutate",
-                                                 "caBundle": base64.b64encode(ca.read_bytes()).decode()}
-        admission.create_mutating_webhook_configuration(config)
-        for ns in (on, off):
-            control_plane.create_namespace(ns)
-        core.patch_namespace(on, {"metadata": {"labels": {"clique.dev/scheduler": "enabled"}}})
-
-        def routed() -> bool:
-            probe = _pod("probe", 8, {"grove.io/podgang": "probe"}, pool="none")
-            return core.create_namespaced_pod(on, probe, dry_run="All").spec.scheduler_name == OURS
-
-        wait_for(routed, 60, "the webhook to take effect in the opted-in namespace", interval_s=0.5)
+        on, off = webhook.enter_context(opted_in_namespaces(
+            control_plane, api, hook_port, ca.read_bytes(), "gv", _pod("probe", 8, {"grove.io/podgang": "probe"},
+                                                                        pool="none")))
         for crd in (f"{p}.{g}" for g, _, p, _, _ in CRDS):
             wait_for(lambda crd=crd: any(c.type == "Established" and c.status == "True" for c in
                                          ext_api.read_custom_resource_definition(crd).status.conditions or []),
@@ -153,16 +134,8 @@ def env(control_plane, tmp_path_factory, request):
                "mode": request.param}
     finally:
         try:
-            admission.delete_mutating_webhook_configuration(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+            webhook.close()
         finally:
-            for ns in (on, off):
-                try:
-                    core.delete_namespace(ns)
-                except ApiException:
-                    pass
             control_plane.stop_component("clique-scheduler")
             stop_extender(proc)
             for crd in made_crds:

@@ -1,0 +1,46 @@
+"""The shipped MutatingWebhookConfiguration (manifests/scheduler/webhook.yaml) pointed at an extender's webhook on
+127.0.0.1 (a `url` and caBundle in place of the in-cluster Service), for the benchmarks, the demo and the tests.
+Side effects: `registered` creates the configuration and deletes it on exit."""
+
+from __future__ import annotations
+
+import base64
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+WEBHOOK_MANIFEST = Path(__file__).parents[2] / "manifests" / "scheduler" / "webhook.yaml"
+OPT_IN = {"clique.dev/scheduler": "enabled"}  # the shipped namespaceSelector
+
+
+def webhook_configuration(port: int, ca: bytes, name: str | None = None) -> dict[str, Any]:
+    """The shipped configuration calling https://127.0.0.1:PORT/mutate, trusting exactly `ca` (PEM)."""
+    config = next(d for d in yaml.safe_load_all(WEBHOOK_MANIFEST.read_text())
+                  if d and d["kind"] == "MutatingWebhookConfiguration")
+    if name:
+        config["metadata"] = {"name": name}
+    config["webhooks"][0]["clientConfig"] = {"url": f"https://127.0.0.1:{port}/mutate",
+                                             "caBundle": base64.b64encode(ca).decode()}
+    return config
+
+
+@contextmanager
+def registered(api: Any, port: int, ca: bytes, name: str | None = None) -> Iterator[dict[str, Any]]:
+    """Register the configuration with the API server for the duration of the block (an already deleted one is
+    fine at exit)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    admission = client.AdmissionregistrationV1Api(api)
+    config = webhook_configuration(port, ca, name)
+    admission.create_mutating_webhook_configuration(config)
+    try:
+        yield config
+    finally:
+        try:
+            admission.delete_mutating_webhook_configuration(config["metadata"]["name"])
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

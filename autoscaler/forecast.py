@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -149,3 +150,111 @@ def replicas_for_attainment(tokens: np.ndarray, requests: np.ndarray, per_replic
         else:
             a = m + 1
     return a, 1 - fluid_miss_share(tokens, requests, mean_prompt, a, per_replica_tps, slo_s, bin_s)
+
+
+def window_misses(tokens: np.ndarray, requests: np.ndarray, per_replica_tps: float, slo_s: float, bin_s: float,
+                  n_max: int) -> np.ndarray:
+    """For one window of bins starting with an empty queue: misses[n], n = 0..n_max, the requests a fluid FIFO
+    queue of n x `per_replica_tps` keeps past `slo_s` (as `fluid_miss_share`, every n at once; misses[0] is all
+    of them: nothing serves)."""
+    tokens = np.asarray(tokens, float)
+    requests = np.asarray(requests, float)
+    out = np.empty(n_max + 1)
+    out[0] = requests.sum()
+    if n_max <= 0 or len(tokens) == 0:
+        out[1:] = 0.0
+        return out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_prompt = np.where(requests > 0, tokens / np.maximum(requests, 1e-12), 0.0)
+    cap = np.arange(1, n_max + 1, dtype=float)[:, None] * per_replica_tps
+    s = np.cumsum(tokens[None, :] - cap * bin_s, axis=1)
+    backlog = s - np.minimum.accumulate(np.minimum(s, 0.0), axis=1)
+    before = np.concatenate((np.zeros((n_max, 1)), backlog[:, :-1]), axis=1)
+    delay = np.maximum((before + tokens[None, :]) / cap, mean_prompt[None, :] / per_replica_tps)
+    out[1:] = ((delay > slo_s) * requests[None, :]).sum(axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class ClassPlan:
+    """The cheapest per-class replica counts that would have kept `attainment` of the history's requests
+    within the SLO: `replicas[c]` for each class seen, the Lagrange multiplier (replica-windows one avoided miss
+    is worth) and the attainment the plan would have had over the history."""
+
+    replicas: dict[int, int]
+    price: float
+    attainment: float
+
+
+def cheapest_class_plan(classes: np.ndarray, misses: np.ndarray, requests: np.ndarray, attainment: float,
+                        lo: int, hi: int, prior: dict[int, tuple[np.ndarray, float]] | None = None) -> ClassPlan:
+    """Windows of the past (one row each: its class, misses[n] for n = 0..hi, its requests) and one replica
+    count per class, the same for every window of the class (what a causal planner can do: it knows the class
+    when it decides, not the window's arrivals). Minimises replica-windows subject to at most (1 - attainment)
+    of all requests missed, by a Lagrangian: each class takes n minimising windows x n + price x misses(n), with
+    the lowest price whose total misses fit the budget (the miss budget is spent where holding replicas costs
+    the most per request saved, e.g. long idle stretches, instead of the same share in every class).
+
+    `prior[c]` (misses[n], requests) of a window not seen but thought possible in class c: the class also counts
+    it once (a rule of succession: a class seen k times gives what it has not shown yet the weight 1/(k+1)), so
+    that thin evidence keeps headroom and the prior fades as the class's own windows accumulate."""
+    classes = np.asarray(classes, int)
+    misses = np.asarray(misses, float)
+    requests = np.asarray(requests, float)
+    if prior:
+        uniq = [c for c in sorted(prior) if c in set(classes.tolist())]
+        classes = np.concatenate((classes, np.array(uniq, int)))
+        misses = np.concatenate((misses, np.stack([np.asarray(prior[c][0], float) for c in uniq])))
+        requests = np.concatenate((requests, np.array([float(prior[c][1]) for c in uniq])))
+    cls = sorted(set(classes.tolist()))
+    count = np.array([float((classes == c).sum()) for c in cls])
+    sums = np.stack([misses[classes == c].sum(axis=0) for c in cls]) if cls else np.zeros((0, misses.shape[1]))
+    return cheapest_plan_of_sums(cls, count, sums, float(requests.sum()), attainment, lo, hi)
+
+
+_PRICES = np.geomspace(1e-9, 1e9, 73)  # the price grid, 1/4 decade apart; refined between its two neighbours
+
+
+def cheapest_plan_of_sums(cls: Sequence[int], count: np.ndarray, sums: np.ndarray, total: float,
+                          attainment: float, lo: int, hi: int) -> ClassPlan:
+    """`cheapest_class_plan` on per-class sums: windows per class, misses[n] summed over the class's windows
+    (class x n, n = 0..), and all requests (what a caller that keeps the sums up to date passes)."""
+    lo = max(0, lo)
+    hi = max(lo, min(hi, sums.shape[1] - 1))
+    if not len(cls):
+        return ClassPlan({}, 0.0, 1.0)
+    m = np.asarray(sums, float)[:, lo:hi + 1]  # class x n
+    count = np.asarray(count, float)
+    ns = np.arange(lo, hi + 1, dtype=float)
+    budget = (1 - attainment) * total
+    rows = np.arange(len(cls))
+
+    def picks(prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.argmin(count[None, :, None] * ns[None, None, :] + prices[:, None, None] * m[None], axis=2)
+        return idx, m[rows[None, :], idx].sum(axis=1)
+
+    idx_all, miss_all = picks(_PRICES)  # misses fall as the price rises
+    ok = np.nonzero(miss_all <= budget)[0]
+    if not len(ok):
+        k = len(_PRICES) - 1
+    elif ok[0] == 0:
+        k = 0
+    else:
+        fine = np.geomspace(_PRICES[ok[0] - 1], _PRICES[ok[0]], 33)
+        f_idx, f_miss = picks(fine)
+        j = int(np.nonzero(f_miss <= budget)[0][0])
+        idx_all, miss_all, k = f_idx, f_miss, j
+        price = float(fine[j])
+    if len(ok) == 0 or ok[0] == 0:
+        price = float(_PRICES[k])
+    idx = idx_all[k].copy()
+
+    def missed(ix: np.ndarray) -> float:
+        return float(m[rows, ix].sum())
+    # the Lagrangian's answer can overshoot the budget (its counts move in steps): take replicas back, the
+    # classes with the most windows first, while the misses still fit
+    for c in np.argsort(-count, kind="stable"):
+        while idx[c] > 0 and missed(idx) - m[c, idx[c]] + m[c, idx[c] - 1] <= budget:
+            idx[c] -= 1
+    att = 1 - missed(idx) / total if total > 0 else 1.0
+    return ClassPlan({c: int(ns[i]) for c, i in zip(cls, idx)}, price, att)

@@ -41,7 +41,9 @@ from autoscaler.planner import Observation, Plan, Planner, PlannerConfig
 from autoscaler.policy import MAX_REPLICAS, Policy, PlannerSpec
 
 SeriesKey = frozenset  # a series' labels, as frozenset of (name, value)
-BIN_S = 1.0  # the planner's bins (the module docstring says how an evaluation's increase is spread over them)
+BIN_S = 1.0  # the planner's bins (the module docstring says how an evaluation's increase is spread over them),
+# or half the TTFT SLO when that is shorter: the fluid queue takes a bin's arrivals as simultaneous, so a bin must
+# be well inside the SLO (a time-compressed replay has SLOs of a fraction of a second)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def planner_config(policy: Policy) -> PlannerConfig:
     return PlannerConfig(prefill_tokens_per_s=spec.prefill_tokens_per_s, decode_slots=spec.decode_slots,
                          load_s=spec.load_s, ttft_slo_s=spec.ttft_slo_s, interval_s=policy.interval_s,
                          attainment=spec.attainment, history_s=max(spec.history_s, policy.interval_s),
-                         bin_s=BIN_S, min_prefill=lo, max_prefill=hi, min_decode=lo, max_decode=hi,
+                         bin_s=min(BIN_S, spec.ttft_slo_s / 2), min_prefill=lo, max_prefill=hi, min_decode=lo, max_decode=hi,
                          scale_to_zero=spec.scale_to_zero, idle_to_zero_s=spec.idle_to_zero_s)
 
 

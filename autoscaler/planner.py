@@ -23,13 +23,21 @@ next decision can change it only after that):
     1. forecast the prompt tokens/s over [now, now + h]: the highest of the present level, a recent trend
        (forecast.trend, kept only when significant) and a time-of-day profile (forecast.SeasonalProfile, once
        a day has been seen);
-    2. burst headroom from the observed distribution of short-term peaks: replay the last `history_s` of
-       arrivals per bin, scaled by forecast / the history's mean, through a fluid FIFO queue
-       (forecast.replicas_for_attainment): the fewest replicas that keep `attainment` of the requests within
-       the TTFT SLO;
+    2. burst headroom from what past horizons brought, conditioned on what the planner knew when it decided:
+       every evaluation's horizon, once it has passed, is kept with its class (the replicas the arrival rate of
+       the horizon before it needed, ceil(rate / prefill_tokens_per_s): 0 = idle) and the requests a fluid FIFO
+       queue of n replicas would have kept past the TTFT SLO over it, for every n (forecast.window_misses);
+       over the last `history_s`, the cheapest per-class counts whose misses stay within (1 - attainment) of
+       all requests (forecast.cheapest_plan_of_sums, a Lagrangian: the miss budget goes where holding replicas
+       costs the most per request saved, e.g. long idle stretches) give the count for the present class.
+       Thin evidence (a rule of succession): each class also counts one horizon it has not shown, its own worst
+       (the worst of any class while it has shown no arrivals) with prompts one replica's worth heavier, so a
+       quiet class seen k times after a burst still covers a burst with weight 1/(k+1). Before any horizon has
+       passed: the arrivals so far, scaled to the forecast, through the fluid queue;
     3. queue drain: the backlog plus the forecast arrivals served within h;
-    4. decode: the `attainment` quantile of sequences in flight over the history, scaled by its own forecast,
-       over the slots of a replica;
+    4. decode: sequences in flight forecast over h (trend, time of day, or the last horizon's mean if higher)
+       plus the `attainment` quantile of how much they rose within one horizon over the history, over the
+       slots of a replica;
     5. scale-up at once; scale-down only to the most any evaluation of the last load_s asked for (a replica
        dropped and needed again within one model load costs more than keeping it);
     6. scale to zero (`scale_to_zero`): a pool goes to 0 after `idle_to_zero_s` without arrivals and an empty
@@ -43,11 +51,26 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
 
-from autoscaler.forecast import SeasonalProfile, Trend, replicas_for_attainment, trend
+from autoscaler.forecast import (ClassPlan, SeasonalProfile, Trend, cheapest_plan_of_sums, replicas_for_attainment,
+                                 trend, window_misses)
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    """np.quantile's default (linear) for one q, without its overhead."""
+    v = np.sort(values)
+    x = q * (len(v) - 1)
+    i = int(x)
+    return float(v[i] + (v[min(i + 1, len(v) - 1)] - v[i]) * (x - i))
+
+
+def _z(attainment: float) -> float:
+    """The standard normal quantile of `attainment` (2.33 at 0.99)."""
+    return NormalDist().inv_cdf(attainment)
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,7 @@ class PlannerConfig:
     max_decode: int = 16
     scale_to_zero: bool = False  # both pools may go to 0 when idle
     idle_to_zero_s: float = 600.0  # idle this long before going to zero (ten model loads of 60 s)
+    prior: bool = True  # burst headroom also counts, once per class, a horizon one replica worse than any seen
 
     def __post_init__(self) -> None:
         problems = [f"{k} must be > 0, got {getattr(self, k)}" for k in
@@ -120,8 +144,8 @@ class Planner:
     """The planner's memory between evaluations (lost on restart, like HPA's: it rebuilds within history_s)."""
 
     cfg: PlannerConfig
-    tokens: deque = field(default_factory=deque)  # per bin, the last history_s
-    requests: deque = field(default_factory=deque)
+    tokens: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per bin, the last history_s
+    requests: np.ndarray = field(default_factory=lambda: np.zeros(0))
     rates: deque = field(default_factory=deque)  # (t, prompt tokens/s over the evaluation)
     inflight: deque = field(default_factory=deque)  # (t, decode sequences in flight)
     recs: deque = field(default_factory=deque)  # (t, prefill, decode) recommendations of the last load_s
@@ -129,6 +153,12 @@ class Planner:
     decode_season: SeasonalProfile | None = None
     last_t: float | None = None
     last_arrival_t: float = -math.inf
+    nbins: int = 0  # bins observed since the start (absolute bin index of the next one)
+    open_windows: deque = field(default_factory=deque)  # (t, first bin, class) of evaluations whose horizon runs
+    windows: deque = field(default_factory=deque)  # (t, class, misses[n], requests, replicas it needs, tokens
+    # and requests per bin) of the horizons that ended, the last history_s
+    class_sums: dict = field(default_factory=dict)  # class -> [windows, misses[n] summed, requests summed]
+    _prior_cache: dict = field(default_factory=dict)  # (t of the worst window, its need) -> the prior's misses[n]
 
     def __post_init__(self) -> None:
         self.season = SeasonalProfile(self.cfg.season_slot_s)
@@ -140,11 +170,9 @@ class Planner:
         toks, reqs = list(obs.prompt_tokens), list(obs.requests)
         if len(toks) != len(reqs):
             raise ValueError(f"observation at {obs.now}: {len(toks)} token bins but {len(reqs)} request bins")
-        self.tokens.extend(toks)
-        self.requests.extend(reqs)
-        while len(self.tokens) > keep_bins:
-            self.tokens.popleft()
-            self.requests.popleft()
+        self.tokens = np.concatenate((self.tokens, np.asarray(toks, float)))[-keep_bins:]
+        self.requests = np.concatenate((self.requests, np.asarray(reqs, float)))[-keep_bins:]
+        self.nbins += len(toks)
         dt = obs.now - self.last_t if self.last_t is not None else len(toks) * cfg.bin_s
         self.last_t = obs.now
         if sum(reqs) > 0:
@@ -167,31 +195,34 @@ class Planner:
         tr = trend(ts, vs, obs.now, cfg.trend_window_s)
         ratio = self.season.ratio(obs.now, h)
         forecast = max(tr.peak(h), tr.level * ratio if ratio else 0.0)
-        # 2. burst headroom: the history's arrivals, scaled to the forecast, through a fluid queue
-        tok = np.fromiter(self.tokens, float, len(self.tokens))
-        req = np.fromiter(self.requests, float, len(self.requests))
-        hist_mean = float(tok.sum()) / max(cfg.bin_s, len(tok) * cfg.bin_s)
-        scale = forecast / hist_mean if hist_mean > 0 else 1.0
-        if req.sum() > 0:
-            burst, att = replicas_for_attainment(tok * scale, req, cfg.prefill_tokens_per_s, cfg.ttft_slo_s,
-                                                 cfg.bin_s, cfg.attainment, 1, max(1, cfg.max_prefill))
-        else:
-            burst, att = 0, 1.0
+        # 2. burst headroom: what the horizons of past evaluations of the same class brought (class = the
+        # replicas the last horizon's arrival rate needs), and the cheapest per-class counts that would have
+        # kept `attainment` of the history's requests within the SLO (forecast.cheapest_class_plan)
+        tok, req = self.tokens, self.requests
+        hb = max(1, int(round(h / cfg.bin_s)))
+        recent = float(tok[-hb:].sum()) / (min(hb, len(tok)) * cfg.bin_s) if len(tok) else 0.0
+        cls = math.ceil(recent / cfg.prefill_tokens_per_s - 1e-9)
+        self._close_windows(tok, req, hb, obs.now)
+        self.open_windows.append((obs.now, self.nbins, cls))
+        burst, att, basis = self._burst(tok, req, forecast, cls)
         # 3. queue drain within the horizon
         # (at the higher of the forecast and the last interval's rate: what arrives now must be served too)
         present = self.rates[-1][1] if self.rates else 0.0
         drain = max(forecast, present)
         queue_n = math.ceil((obs.queue_tokens + drain * h) / (cfg.prefill_tokens_per_s * h)) if h > 0 else 0
         prefill = max(burst, queue_n if obs.queue_requests or drain > 0 else 0)
-        # 4. decode: the attainment quantile of sequences in flight, scaled by its forecast
+        # 4. decode: its forecast (trend, time of day, or the last horizon's mean if higher) plus the attainment
+        # quantile of how much sequences in flight rose within one horizon over the history
         dts = np.array([t for t, _ in self.inflight])
         dvs = np.array([v for _, v in self.inflight])
         dtr = trend(dts, dvs, obs.now, cfg.trend_window_s)
         dratio = self.decode_season.ratio(obs.now, h)
-        dforecast = max(dtr.peak(h), dtr.level * dratio if dratio else 0.0)
-        dmean = float(dvs.mean()) if len(dvs) else 0.0
-        quant = float(np.quantile(dvs, cfg.attainment)) if len(dvs) else 0.0
-        dneed = max(quant * (dforecast / dmean if dmean > 0 else 1.0), float(obs.decode_in_flight))
+        dforecast = max(dtr.peak(h), dtr.level * dratio if dratio else 0.0,
+                        float(dvs[dts > obs.now - h].mean()) if len(dvs) else 0.0)
+        j = np.searchsorted(dts, dts + h)
+        rise = dvs[j[j < len(dts)]] - dvs[j < len(dts)]
+        up = max(0.0, _quantile(rise, cfg.attainment)) if len(rise) else _z(cfg.attainment) * math.sqrt(dforecast)
+        dneed = max(dforecast + up, float(obs.decode_in_flight))
         decode = math.ceil(dneed / cfg.decode_slots)
 
         # 6. scale to zero / activation; then the bounds
@@ -218,15 +249,106 @@ class Planner:
             held_d = max(d for _, _, d in self.recs)
             if held_p > prefill or held_d > decode:
                 notes.append(f"scale-down held at {held_p}/{held_d} for one model load ({cfg.load_s:.0f}s)")
-            prefill, decode = max(prefill, min(held_p, obs.prefill_replicas)), max(decode, min(held_d, obs.decode_replicas))
+            prefill = max(prefill, min(held_p, obs.prefill_replicas))
+            decode = max(decode, min(held_d, obs.decode_replicas))
 
         season = f", time-of-day x{ratio:.2f}" if ratio else ""
         reason = (f"prefill {prefill}: prompt {tr.level:.0f} tok/s now, forecast {forecast:.0f} over the next "
-                  f"{h:.0f}s (trend {tr.slope * 60:+.0f} tok/s per min{season}); burst headroom: the last "
-                  f"{len(tok) * cfg.bin_s / 60:.0f} min of {cfg.bin_s:g}s arrivals x{scale:.2f} keep "
-                  f"{att:.1%} within TTFT {cfg.ttft_slo_s:g}s with {burst}; queue {obs.queue_requests} "
-                  f"({obs.queue_tokens:.0f} tokens) drains in {h:.0f}s with {queue_n}. decode {decode}: "
-                  f"p{cfg.attainment * 100:g} in flight {quant:.0f} x{dforecast / dmean if dmean > 0 else 1:.2f} "
-                  f"(now {obs.decode_in_flight}) over {cfg.decode_slots} slots"
+                  f"{h:.0f}s (trend {tr.slope * 60:+.0f} tok/s per min{season}); burst headroom {burst}: "
+                  f"{basis}; queue {obs.queue_requests} ({obs.queue_tokens:.0f} tokens) drains in {h:.0f}s "
+                  f"with {queue_n}. decode {decode}: in flight {obs.decode_in_flight} now, forecast "
+                  f"{dforecast:.0f} + {up:.0f} (p{cfg.attainment * 100:g} rise within {h:.0f}s) over "
+                  f"{cfg.decode_slots} slots"
                   + ("; " + "; ".join(notes) if notes else ""))
         return Plan(prefill, decode, reason, forecast, burst, queue_n, dneed)
+
+    def _close_windows(self, tok: np.ndarray, req: np.ndarray, hb: int, now: float) -> None:
+        """The horizons of past evaluations that have ended: their arrivals' misses per replica count."""
+        cfg = self.cfg
+        offset = self.nbins - len(tok)  # absolute index of tok[0]
+        while self.open_windows and self.open_windows[0][1] + hb <= self.nbins:
+            t, first, c = self.open_windows.popleft()
+            i = first - offset
+            if i < 0:
+                continue
+            w_tok, w_req = tok[i:i + hb], req[i:i + hb]
+            miss = window_misses(w_tok, w_req, cfg.prefill_tokens_per_s, cfg.ttft_slo_s, cfg.bin_s,
+                                 max(1, cfg.max_prefill))
+            need = int(np.argmax(miss <= 0)) if (miss <= 0).any() else len(miss)
+            self.windows.append((t, c, miss, float(w_req.sum()), need, w_tok.copy(), w_req.copy()))
+            agg = self.class_sums.setdefault(c, [0, np.zeros(len(miss)), 0.0])
+            agg[0] += 1
+            agg[1] = agg[1] + miss
+            agg[2] += float(w_req.sum())
+        while self.windows and self.windows[0][0] <= now - cfg.history_s:
+            t, c, miss, r = self.windows.popleft()[:4]
+            agg = self.class_sums[c]
+            agg[0] -= 1
+            if agg[0] == 0:
+                del self.class_sums[c]
+            else:
+                agg[1] = agg[1] - miss
+                agg[2] -= r
+
+    def _prior(self) -> dict[int, tuple[np.ndarray, float]]:
+        """Per class, the horizon not seen yet but thought possible: the worst one the class has shown (the most
+        replicas needed, then the most requests; the worst of any class while it has shown no arrivals), its
+        prompts one replica's worth heavier (x (n + 1) / n), as misses[n] and requests."""
+        cfg = self.cfg
+        worst: dict[int, tuple] = {}
+        for w in self.windows:
+            if w[3] > 0 and (w[1] not in worst or (w[4], w[3]) > (worst[w[1]][4], worst[w[1]][3])):
+                worst[w[1]] = w
+        if not worst:
+            return {}
+        overall = max(worst.values(), key=lambda w: (w[4], w[3]))
+        out = {}
+        for c in {w[1] for w in self.windows}:
+            w = worst.get(c, overall)
+            key = (w[0], w[4])
+            if key not in self._prior_cache:
+                need = max(1, w[4])
+                self._prior_cache[key] = window_misses(w[5] * (need + 1) / need, w[6], cfg.prefill_tokens_per_s,
+                                                       cfg.ttft_slo_s, cfg.bin_s, max(1, cfg.max_prefill))
+            out[c] = (self._prior_cache[key], w[3])
+        live = {(w[0], w[4]) for w in worst.values()}
+        for key in [k for k in self._prior_cache if k not in live]:
+            del self._prior_cache[key]
+        return out
+
+    def _burst(self, tok: np.ndarray, req: np.ndarray, forecast: float, cls: int) -> tuple[int, float, str]:
+        """The burst headroom (replicas, the attainment it had over the history, and why)."""
+        cfg = self.cfg
+        hi = max(1, cfg.max_prefill)
+        if self.windows and sum(a[2] for a in self.class_sums.values()) > 0:
+            rows = self.windows
+            cls_seen = sorted(self.class_sums)
+            count = np.array([float(self.class_sums[c][0]) for c in cls_seen])
+            sums = np.stack([self.class_sums[c][1] for c in cls_seen])
+            total = sum(self.class_sums[c][2] for c in cls_seen)
+            if cfg.prior:  # one more window per class (cheapest_class_plan's `prior`)
+                prior = self._prior()
+                count = count + np.array([1.0 if c in prior else 0.0 for c in cls_seen])
+                sums = sums + np.stack([prior[c][0] if c in prior else np.zeros(sums.shape[1]) for c in cls_seen])
+                total += sum(prior[c][1] for c in cls_seen if c in prior)
+            plan: ClassPlan = cheapest_plan_of_sums(cls_seen, count, sums, total, cfg.attainment, 1, hi)
+            seen = sorted(plan.replicas)
+            below = [c for c in seen if c <= cls]
+            near = below[-1] if below else seen[0]
+            n = plan.replicas[near] + max(0, cls - near)  # a class above all seen: its own excess on top
+            n_cls = sum(1 for w in rows if w[1] == near)
+            return (min(hi, n), plan.attainment,
+                    f"class {cls} (the last {cfg.horizon_s:.0f}s needed {cls}); {n_cls} of {len(rows)} past horizons "
+                    f"of class {near} -> {plan.replicas[near]}, the cheapest per-class plan keeping "
+                    f"{plan.attainment:.1%} of the last {len(rows) * cfg.interval_s / 60:.0f} min within TTFT "
+                    f"{cfg.ttft_slo_s:g}s")
+        # no horizon has ended yet: the arrivals so far, scaled to the forecast, through a fluid queue
+        hist_mean = float(tok.sum()) / max(cfg.bin_s, len(tok) * cfg.bin_s)
+        scale = forecast / hist_mean if hist_mean > 0 else 1.0
+        if req.sum() > 0:
+            n, att = replicas_for_attainment(tok * scale, req, cfg.prefill_tokens_per_s, cfg.ttft_slo_s,
+                                             cfg.bin_s, cfg.attainment, 1, hi)
+        else:
+            n, att = 0, 1.0
+        return n, att, (f"no horizon seen yet: the last {len(tok) * cfg.bin_s / 60:.0f} min of arrivals x{scale:.2f} "
+                        f"keep {att:.1%} within TTFT {cfg.ttft_slo_s:g}s with {n}")

@@ -48,6 +48,7 @@ from typing import Any, Mapping
 import yaml
 
 from topology.quantity import as_int, cpu_millis, parse_quantity
+from topology.yamlfile import MAX_INT_CHARS, LimitedLoader, TooDeep
 
 POLICY_LABEL = "clique.dev/autoscaling-policy"
 POLICY_KEY = "policy.yaml"
@@ -110,7 +111,6 @@ MAX_GPUS_PER_POD = 1_024
 MAX_POLICY_VALUE = 1_000_000  # behavior policies' value (Pods, or Percent, which may exceed 100)
 MAX_QUANTITY = 1e18  # target values, cpuPerPod (cores), memoryPerPod (bytes)
 MAX_DEPTH = 32  # YAML collections nested deeper than this are refused (a policy nests about 6)
-MAX_INT_CHARS = 100  # a longer integer literal is not read as a number
 
 
 class PolicyError(ValueError):
@@ -253,33 +253,10 @@ class Policy:
 
 
 # ---------------------------------------------------------------------------------------------- reading YAML
-class _TooDeep(yaml.YAMLError):
-    pass
+class _Loader(LimitedLoader):
+    """topology/yamlfile.py's SafeLoader with limits, at a policy's depth."""
 
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with limits: collections nest at most MAX_DEPTH deep (deeper input would exhaust the stack), and
-    an integer literal longer than MAX_INT_CHARS stays text (Python refuses to parse one of over 4300 digits),
-    which every number field then rejects by name."""
-
-    depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self.depth += 1
-        try:
-            if self.depth > MAX_DEPTH:
-                raise _TooDeep()
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-    def construct_yaml_int(self, node: Any) -> Any:
-        if len(node.value) > MAX_INT_CHARS:
-            return self.construct_scalar(node)
-        return super().construct_yaml_int(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+    max_depth = MAX_DEPTH
 
 
 def load_yaml(text: str | bytes, where: str, multi: bool = False) -> list[Any]:
@@ -302,7 +279,7 @@ def load_yaml(text: str | bytes, where: str, multi: bool = False) -> list[Any]:
             return docs
         finally:
             loader.dispose()
-    except _TooDeep:
+    except TooDeep:
         raise PolicyError(where, [f"YAML nested more than {MAX_DEPTH} levels deep; a policy nests far less, check "
                                   "the brackets"]) from None
     except Exception as exc:  # YAMLError, or what PyYAML's constructors raise on `!!bool maybe`, `2001-13-45`, ...

@@ -9,6 +9,11 @@ Side effects: starts a local control plane (with the workload-aware alpha gates 
     kube-workload  the default kube-scheduler with Kubernetes' own gang + topology scheduling: a PodGroup per
                    gang (scheduling.k8s.io/v1beta1, gang minCount, topology key nvidia.com/gpu.clique);
                    feature gates GenericWorkload and TopologyAwareWorkloadScheduling
+    kueue-tas      the real Kueue (v0.17.0, simulations/controlplane/kueue.py) with topology-aware scheduling, then
+                   the default kube-scheduler: each gang a Kueue plain pod group (kueue.x-k8s.io/pod-group-name,
+                   pod-group-total-count, queue-name) with kueue.x-k8s.io/podset-required-topology
+                   nvidia.com/gpu.clique; a ClusterQueue with quota for every GPU of the cluster. Not in the default
+                   --modes (it builds and starts Kueue); ask for it with --modes ...,kueue-tas
 
 Workload per run: gangs of 4 pods x 8 GPUs filling half the cluster, NVLink domains of 16 hosts. Each
 scheduler gets the same workload in its own namespace, one after another; the cluster is emptied between.
@@ -30,6 +35,8 @@ NVL = "nvidia.com/gpu.clique"
 GANG = 4
 DOMAIN_HOSTS = 16
 MODES = ("stock", "clique", "clique-template", "clique-filter", "kube-workload")
+ALL_MODES = (*MODES, "kueue-tas")
+KUEUE_QUEUE = "tas"  # the LocalQueue of the kueue-tas namespace
 
 
 def _pod(name: str, gang: str, scheduler: str, mode: str) -> dict:
@@ -44,6 +51,12 @@ def _pod(name: str, gang: str, scheduler: str, mode: str) -> dict:
             pod["spec"]["schedulingGates"] = [{"name": "clique.dev/placement"}]  # scheduler/extender/pinning.py
     elif mode == "kube-workload":
         pod["spec"]["schedulingGroup"] = {"podGroupName": gang}
+    elif mode == "kueue-tas":
+        from simulations.controlplane.kueue import pod_group_meta
+
+        labels, annotations = pod_group_meta(gang, GANG, KUEUE_QUEUE, required=NVL)
+        pod["metadata"]["labels"].update(labels)
+        pod["metadata"]["annotations"] = annotations
     return pod
 
 
@@ -58,7 +71,7 @@ def run(nodes: int, timeout_s: float, say=print, modes: tuple[str, ...] = MODES,
     from topology.spec import parse_cluster_spec
 
     opts = ControlPlaneOptions(feature_gates={"GenericWorkload": True, "TopologyAwareWorkloadScheduling": True},
-                               runtime_config={"scheduling.k8s.io/v1beta1": True})
+                               runtime_config={"scheduling.k8s.io/v1beta1": True}, kueue="kueue-tas" in modes)
     rows = []
     with ControlPlane(opts) as cp:
         api = cp.api_client()
@@ -194,6 +207,12 @@ def _phase(cp, core, custom, probe: Probe, mode: str, scheduler: str, gangs: int
     cp.create_namespace(ns)
     if mode == "clique":
         core.patch_namespace(ns, {"metadata": {"labels": OPT_IN}})
+    if mode == "kueue-tas":
+        from simulations.controlplane.kueue import TasQueues, setup_tas_queues
+
+        setup_tas_queues(core.api_client, TasQueues(ns, [NVL], {"nvidia.com/gpu": 8 * nodes, "cpu": 1000 * nodes,
+                                                                "memory": f"{nodes}Ti"},
+                                                     node_labels={"clique.dev/pool": "e2e"}, local_queue=KUEUE_QUEUE))
     if mode == "kube-workload":
         for g in range(gangs + latency_gangs):
             custom.create_namespaced_custom_object("scheduling.k8s.io", "v1beta1", ns, "podgroups", {
@@ -273,7 +292,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p = bench_sub.add_parser("e2e", help="pods/s on KWOK with the real kube-scheduler: stock vs Clique vs kube's own gangs")
     p.add_argument("--nodes", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=300, help="seconds per scheduler to bind everything")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(ALL_MODES)}")
     p.add_argument("--latency-gangs", type=int, default=20,
                    help="gangs submitted one at a time on the idle cluster after each burst, for creation -> bound")
     p.set_defaults(func=cmd_bench_e2e)
@@ -281,9 +300,10 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench_e2e(args: argparse.Namespace) -> int:
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    unknown = [m for m in modes if m not in MODES]
+    unknown = [m for m in modes if m not in ALL_MODES]
     if unknown or not modes:
-        print(f"bench e2e: unknown --modes {unknown or args.modes!r}; choose from {', '.join(MODES)}", file=sys.stderr)
+        print(f"bench e2e: unknown --modes {unknown or args.modes!r}; choose from {', '.join(ALL_MODES)}",
+              file=sys.stderr)
         return 2
     started = time.perf_counter()
     rows = run(args.nodes, args.timeout, say=lambda m: print(m, file=sys.stderr, flush=True), modes=modes,

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 DEFAULT_SPEC = Path(__file__).parent / "controlplane" / "default-cluster.yaml"
-OPTIONAL = ("lws",)  # keys of simulations.controlplane.versions.OPTIONAL_COMPONENTS (not imported: keep --help fast)
+OPTIONAL = ("lws", "kueue")  # keys of simulations.controlplane.versions.OPTIONAL_COMPONENTS (not imported: keep --help fast)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     simulate_cli.register(sub)
     b = sub.add_parser("build", help="build (once, cached) the control-plane binaries from their Go modules")
     b.add_argument("--with", dest="with_", action="append", default=[], choices=OPTIONAL,
-                   help="also build an optional component: lws = the LeaderWorkerSet controller (repeatable)")
+                   help="also build an optional component: lws = the LeaderWorkerSet controller, kueue = the Kueue manager (repeatable)")
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("cluster", help="a local control plane with KWOK GPU nodes (up | status | down)")
@@ -47,9 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    from simulations.bench_chaos import register_bench as chaos
     from simulations.bench_e2e import register_bench as e2e
 
     e2e(bench_sub)
+    chaos(bench_sub)
+    from simulations.kueue_check import register_bench as kueue_models
+
+    kueue_models(bench_sub)
 
 
 def _err(msg: str) -> int:
@@ -98,7 +103,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         gates = _parse_gates(args.feature_gates)
     except (SpecError, ValueError) as exc:
         return _err(str(exc))
-    opts = ControlPlaneOptions(workdir=workdir, detached=True, feature_gates=gates, lws="lws" in args.with_)
+    opts = ControlPlaneOptions(workdir=workdir, detached=True, feature_gates=gates, lws="lws" in args.with_,
+                               kueue="kueue" in args.with_)
     cp = ControlPlane(opts)
     started = time.monotonic()
     try:

@@ -12,13 +12,15 @@ control loop: scrape and evaluation delays, scale patches, pod creation, schedul
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import yaml
 
-from simulations.replay import ModelConfig, ReplayResult, Signals, clique_policy_docs, replay, signal_values
+from simulations.replay import (ModelConfig, ReplayResult, Signals, clique_policy_docs, planner_config, replay,
+                                signal_values)
 from simulations.workloads import Request
 
 NAMESPACE = "replay"
@@ -91,22 +93,62 @@ class ClusterView:
         return out
 
 
+# vLLM's series the daemon's planner reads (autoscaler/policy.py PLANNER_METRICS["vllm"]), served here by the
+# synthetic exporter from the replay's model: cumulative prompt tokens and requests arrived, the prefill queue, and
+# the decode sequences in flight.
+PLANNER_SERIES = ("vllm:prompt_tokens_total", "vllm:request_success_total", "vllm:num_requests_waiting",
+                  "vllm:num_requests_running")
+
+
+def planner_policy_docs(cfg: ModelConfig, speedup: float = 1.0) -> dict[str, dict]:
+    """The two pools' policies with a `planner:` section (the look-ahead planner decides, `clique` offline): the
+    capacities, load time and SLO of `replay.planner_config`, with time divided by `speedup` (the daemon sees a
+    compressed trace: rates x speedup, times / speedup)."""
+    pc = planner_config(cfg)
+
+    def doc(name: str, role: str, pods: int, preferred: str | None) -> dict:
+        return {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name},
+                "minReplicas": cfg.min_replicas, "maxReplicas": cfg.max_replicas,
+                "evaluationIntervalSeconds": cfg.interval_s / speedup, "podsPerReplica": pods, "scaleUnit": "Pods",
+                "gang": {"gpusPerPod": cfg.gpus_per_pod, **({"topologyPreferred": preferred} if preferred else {})},
+                "planner": {"role": role, "prefillTokensPerSecond": pc.prefill_tokens_per_s * speedup,
+                            "decodeSlots": pc.decode_slots, "modelLoadSeconds": pc.load_s / speedup,
+                            "ttftSeconds": pc.ttft_slo_s / speedup, "attainment": pc.attainment,
+                            "historySeconds": pc.history_s / speedup, "engine": "vllm"}}
+    return {"prefill": doc("prefill", "Prefill", cfg.prefill_pods, None),
+            "decode": doc("decode", "Decode", cfg.decode_pods, "leaf")}
+
+
+def planner_values(s: Signals, arrived_tokens: float, arrived_requests: float) -> dict[str, float]:
+    """PLANNER_SERIES at one observation: the counters (cumulative arrivals) and the two gauges."""
+    return dict(zip(PLANNER_SERIES, (arrived_tokens, arrived_requests, float(s.prefill_queue_requests),
+                                     float(s.decode_running + s.decode_waiting))))
+
+
 def run_kwok_replay(requests: Sequence[Request], cfg: ModelConfig, speedup: float, hosts: int,
                     say: Callable[[str], None] = print,
-                    progress: Callable[[int, int], None] | None = None, observe_s: float = 5.0) -> KwokReplayResult:
+                    progress: Callable[[int, int], None] | None = None, observe_s: float = 5.0,
+                    planner: bool = False) -> KwokReplayResult:
+    """`planner`: the pools are scaled by the look-ahead planner (policies of `planner_policy_docs`, fed by a real
+    Prometheus scraping the exporter every second), else by the reactive rules of `clique_policy_docs`."""
     from kubernetes import client
 
     from autoscaler.process import start_autoscaler, stop_autoscaler
     from scheduler.extender.process import clique_scheduler_config, start_extender, stop_extender
     from simulations.controlplane import ControlPlane
     from simulations.controlplane.kwok_nodes import create_nodes
+    from simulations.controlplane.prometheus import Prometheus
     from simulations.exporter import SyntheticExporter
     from topology.spec import parse_cluster_spec
 
     spec = parse_cluster_spec({"name": "replay", "pools": [{"name": "replay", "hosts": hosts, "gpus": cfg.gpus_per_pod}],
                                "levels": [{"name": "leaf", "label": LEAF, "hostsPerDomain": 8}]})
     started = time.monotonic()
-    with ControlPlane() as cp, SyntheticExporter() as exporter:
+    with ControlPlane() as cp, SyntheticExporter() as exporter, contextlib.ExitStack() as stack:
+        prom = None
+        if planner:
+            (cp.workdir / "prometheus").mkdir(parents=True, exist_ok=True)
+            prom = stack.enter_context(Prometheus([exporter.target], cp.workdir / "prometheus"))
         api = cp.api_client()
         core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
         ext = scaler = None
@@ -115,7 +157,7 @@ def run_kwok_replay(requests: Sequence[Request], cfg: ModelConfig, speedup: floa
             ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log", levels=[LEAF])
             cp.start_scheduler(clique_scheduler_config(port), name="clique-scheduler")
             cp.create_namespace(NAMESPACE)
-            docs = clique_policy_docs(cfg, exporter.url, speedup)
+            docs = planner_policy_docs(cfg, speedup) if planner else clique_policy_docs(cfg, exporter.url, speedup)
             for name, pods, pref in (("prefill", cfg.prefill_pods, None), ("decode", cfg.decode_pods, "leaf")):
                 apps.create_namespaced_stateful_set(NAMESPACE, statefulset(name, pods, cfg.min_replicas,
                                                                            cfg.gpus_per_pod, pref))
@@ -123,8 +165,10 @@ def run_kwok_replay(requests: Sequence[Request], cfg: ModelConfig, speedup: floa
                     "metadata": {"name": f"{name}-policy", "labels": {"clique.dev/autoscaling-policy": "true"}},
                     "data": {"policy.yaml": yaml.safe_dump(docs[name])}})
             zero = Signals(0, 0, 0, 0, 0, 0, 0, cfg.min_replicas, cfg.min_replicas)
-            for metric, value in signal_values(zero, cfg).items():
+            for metric, value in (planner_values(zero, 0, 0) if planner else signal_values(zero, cfg)).items():
                 exporter.set(metric, value)
+            if prom is not None:
+                prom.wait_for_series(PLANNER_SERIES[0])
             view = ClusterView(api, cfg)
             deadline = time.monotonic() + 120
             while any(bound < cfg.min_replicas for _, bound in view.read().values()):
@@ -132,7 +176,8 @@ def run_kwok_replay(requests: Sequence[Request], cfg: ModelConfig, speedup: floa
                     raise TimeoutError("the first replicas were not bound within 120 s; see the extender log in "
                                        f"{cp.workdir}")
                 time.sleep(0.2)
-            scaler, _ = start_autoscaler(cp.kubeconfig, cp.workdir / "autoscaler.log", None, namespace=NAMESPACE,
+            scaler, _ = start_autoscaler(cp.kubeconfig, cp.workdir / "autoscaler.log", prom.url if prom else None,
+                                         namespace=NAMESPACE,
                                          lease_namespace=NAMESPACE, levels=[LEAF], extra=["--tick", "0.2"])
             say(f"[kwok replay] {hosts} KWOK hosts x {cfg.gpus_per_pod} GPUs, autoscaler and clique-scheduler up in "
                 f"{time.monotonic() - started:.0f}s; replaying {len(requests)} requests at {speedup:g}x "
@@ -141,6 +186,7 @@ def run_kwok_replay(requests: Sequence[Request], cfg: ModelConfig, speedup: floa
             t0 = time.monotonic()
             last: dict[str, Any] = {"now": 0.0, "since": None}
             arrived: list[tuple[float, float]] = []  # (trace time, prompt tokens) per observation
+            total = {"tokens": 0.0, "requests": 0.0}  # arrived since the start (the planner's counters)
 
             def policy(s: Signals) -> tuple[int, int]:
                 # pace the model to real time, publish its metrics, and serve with what the cluster has bound
@@ -151,7 +197,13 @@ def run_kwok_replay(requests: Sequence[Request], cfg: ModelConfig, speedup: floa
                 arrived.append((s.now, s.prefill_arrival_tps * (s.now - last["now"])))
                 while arrived and arrived[0][0] <= s.now - cfg.interval_s:
                     arrived.pop(0)
-                values = signal_values(replace(s, prefill_arrival_tps=sum(t for _, t in arrived) / cfg.interval_s), cfg)
+                total["tokens"] += s.prefill_arrival_tps * (s.now - last["now"])
+                total["requests"] += s.arrived_requests
+                if planner:
+                    values = planner_values(s, total["tokens"], total["requests"])
+                else:
+                    values = signal_values(replace(s, prefill_arrival_tps=sum(t for _, t in arrived) / cfg.interval_s),
+                                           cfg)
                 for metric, value in values.items():
                     exporter.set(metric, value)
                 seen = view.read()

@@ -26,6 +26,8 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import multiprocessing as mp
+import os
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
@@ -717,14 +719,69 @@ def policies(requests: Sequence[Request], cfg: ModelConfig) -> list[tuple[str, P
             ("oracle", oracle(requests, cfg), ORACLE_INTERVAL_S, True)]
 
 
+def replay_workers() -> int:
+    """Processes the replays of `compare` and `frontier` run in: CLIQUE_REPLAY_WORKERS, else the CPUs this
+    process may use (1: in this process, one after another)."""
+    raw = os.environ.get("CLIQUE_REPLAY_WORKERS", "")
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise ValueError(f"CLIQUE_REPLAY_WORKERS must be a whole number of processes, got {raw!r}") from None
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+# The jobs of the pool being run: forked workers inherit them (policies are closures, which do not pickle).
+_JOBS: list[tuple[Sequence[Request], str, Policy, ModelConfig, bool, bool]] = []
+
+
+def _run_job(i: int) -> ReplayResult | dict:
+    requests, name, pol, cfg, oracle_mode, summary_only = _JOBS[i]
+    r = replay(requests, cfg, name, pol, oracle_mode=oracle_mode)
+    return r.summary() if summary_only else r
+
+
+def run_replays(jobs: list[tuple[Sequence[Request], str, Policy, ModelConfig, bool, bool]], workers: int | None = None,
+                done: Callable[[int], None] | None = None) -> list:
+    """Each job (requests, name, policy, config, oracle mode, summary only) replayed; in `workers` forked
+    processes when more than one (each replay is independent and deterministic, so the results are the same
+    as one after another). `done(i)` is called as job i finishes."""
+    global _JOBS
+    workers = replay_workers() if workers is None else workers
+    if workers <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
+        out = []
+        for i in range(len(jobs)):
+            _JOBS = jobs
+            out.append(_run_job(i))
+            if done:
+                done(i)
+        _JOBS = []
+        return out
+    _JOBS = jobs
+    try:
+        with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            res = {}
+            for i, r in pool.imap_unordered(_indexed_job, range(len(jobs))):
+                res[i] = r
+                if done:
+                    done(i)
+    finally:
+        _JOBS = []
+    return [res[i] for i in range(len(jobs))]
+
+
+def _indexed_job(i: int) -> tuple[int, ReplayResult | dict]:
+    return i, _run_job(i)
+
+
 def compare(requests: Sequence[Request], cfg: ModelConfig,
-            progress: Callable[[str, int, int], None] | None = None) -> list[ReplayResult]:
-    out = []
-    for name, pol, interval, om in policies(requests, cfg):
-        r = replay(requests, replace(cfg, interval_s=interval), name, pol,
-                   (lambda d, n, name=name: progress(name, d, n)) if progress else None, oracle_mode=om)
+            progress: Callable[[str, int, int], None] | None = None, workers: int | None = None) -> list[ReplayResult]:
+    runs = policies(requests, cfg)
+    jobs = [(requests, name, pol, replace(cfg, interval_s=interval), om, False) for name, pol, interval, om in runs]
+    n = len(requests)
+    out = run_replays(jobs, workers, (lambda i: progress(runs[i][0], n, n)) if progress else None)
+    for r in out:
         r.cfg = cfg
-        out.append(r)
     return out
 
 
@@ -790,7 +847,7 @@ def frontier_runs(requests: Sequence[Request], cfg: ModelConfig) -> list[tuple[s
     attainment objective, KPA over its target utilization, Dynamo over a derating of its profiled throughput,
     the reactive rules over their utilization target, and fixed fleets."""
     runs: list[tuple[str, str, Policy, float]] = []
-    for a in (0.95, 0.98, 0.995, 0.999):
+    for a in (0.8, 0.9, 0.95, 0.98, 0.995):
         runs.append(("clique", f"attainment {a:g}", clique_planner(cfg, a), cfg.interval_s))
     for u in (0.2, 0.35, 0.5):
         runs.append(("kpa-panic", f"utilization {u:g}", kpa_panic(cfg, utilization=u), 2.0))
@@ -806,13 +863,15 @@ def frontier_runs(requests: Sequence[Request], cfg: ModelConfig) -> list[tuple[s
 
 
 def frontier(requests: Sequence[Request], cfg: ModelConfig, results: Sequence[ReplayResult] = (),
-             sweep: bool = True) -> list[FrontierPoint]:
+             sweep: bool = True, workers: int | None = None) -> list[FrontierPoint]:
     """The frontier's points: every policy at its defaults (from `results`, when given) and, with `sweep`,
-    over its knob."""
+    over its knob (the sweeps in `workers` processes, see `run_replays`)."""
     out = [FrontierPoint(r.policy, "default", r.summary()["ttft_slo_attainment"], r.summary()["gpu_hours"])
            for r in results]
-    for name, setting, pol, interval in (frontier_runs(requests, cfg) if sweep else []):
-        s = replay(requests, replace(cfg, interval_s=interval), name, pol).summary()
+    runs = frontier_runs(requests, cfg) if sweep else []
+    sums = run_replays([(requests, name, pol, replace(cfg, interval_s=interval), False, True)
+                        for name, _, pol, interval in runs], workers)
+    for (name, setting, _, _), s in zip(runs, sums):
         out.append(FrontierPoint(name, setting, s["ttft_slo_attainment"], s["gpu_hours"]))
     return out
 

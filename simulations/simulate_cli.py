@@ -17,9 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--nodes", metavar="CSV", help="with --cluster openb: another openb-format node list (columns "
                                                   "sn,cpu_milli,memory_mib,gpu,model) instead of the bundled one; "
                                                   "the same generated topology (--hosts-per-*) applies")
-    s.add_argument("--workload", default="openb-multigpu50",
-                   help="openb-multigpu50 (fill until failure), openb-default (arrivals and departures), "
-                        "dynamo (synthetic Dynamo mix), or a path to an openb-format pod CSV")
+    s.add_argument("--workload", default=None,
+                   help="openb-multigpu50 (fill until failure; the default), openb-default (arrivals and "
+                        "departures; the default with --preemption), dynamo (synthetic Dynamo mix), or a path to an "
+                        "openb-format pod CSV")
     s.add_argument("--limit", type=int, help="use only the first N pods / gangs")
     s.add_argument("--hosts-per-nvlink", type=int, default=1, help="openb overlay: hosts per NVLink domain")
     s.add_argument("--hosts-per-leaf", type=int, default=8, help="openb overlay: hosts per leaf switch")
@@ -28,6 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--output", type=Path, default=Path("simulation-output"))
     s.add_argument("--json", action="store_true", help="print the JSON result as the last line")
+    pr = s.add_argument_group("priorities and preemption (--preemption)")
+    pr.add_argument("--preemption", action="store_true",
+                    help="fill the cluster with the workload's pods, prioritised from its qos (or priority) column, "
+                         "then let high-priority gangs arrive; Clique's gang preemption against kube-scheduler's "
+                         "pod-by-pod default on the same stream")
+    pr.add_argument("--preemptors", type=int, default=24, help="high-priority gangs that arrive")
+    pr.add_argument("--preemptor-interval", type=float, default=120.0, help="seconds between their arrivals")
+    pr.add_argument("--preemptor-duration", type=float, help="their lifetime in seconds (default: they stay)")
+    pr.add_argument("--preemptor-priority", type=int, default=None,
+                    help="their priority (default 10000, above every class of the qos mapping)")
+    pr.add_argument("--grace", type=float, default=30.0, help="seconds an evicted pod takes to go (termination "
+                                                               "grace; Kubernetes' default is 30)")
     k = s.add_argument_group("KWOK scenario (--kwok): the same workload on a real local control plane")
     k.add_argument("--kwok", action="store_true", help="run the workload, time-compressed, against a local control "
                                                        "plane with KWOK nodes and the real kube-scheduler")
@@ -43,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_simulate)
 
     r = sub.add_parser("replay", help="replay a request trace through the autoscaler's decision code and baselines")
-    r.add_argument("--trace", default="azure-code", help="azure-code, or a path (Azure CSV or Mooncake JSONL)")
+    r.add_argument("--trace", default="azure-code",
+                   help="azure-code, azure-conv, or a path (Azure CSV or Mooncake JSONL)")
     r.add_argument("--limit", type=int, help="use only the first N requests")
     r.add_argument("--speedup", type=float, default=1.0, help="compress trace time by this factor (load x factor)")
     r.add_argument("--output", type=Path, default=Path("replay-output"))
@@ -53,6 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                        "clique-scheduler and KWOK nodes on a local control plane")
     r.add_argument("--kwok-speedup", type=float, default=10.0, help="--kwok: trace seconds per real second")
     r.add_argument("--kwok-hosts", type=int, default=48, help="--kwok: 8-GPU KWOK hosts (leaves of 8)")
+    r.add_argument("--kwok-policy", choices=("planner", "reactive"), default="planner",
+                   help="--kwok: what the daemon runs: the look-ahead planner (fed by a real Prometheus; offline "
+                        "twin `clique`) or the reactive rules (offline twin `clique-reactive`)")
     from simulations.replay import ModelConfig
 
     for f, default in ModelConfig().__dict__.items():
@@ -105,6 +122,9 @@ def data_source(args: argparse.Namespace) -> str | None:
 def simulation_inputs(args: argparse.Namespace):
     from simulations.workloads import Overlay, data_file, dynamo_mix, openb_cluster, openb_pods
 
+    if args.workload is None:
+        args.workload = "openb-default" if getattr(args, "preemption", False) else "openb-multigpu50"
+
     if args.nodes is not None and args.cluster != "openb":
         raise ValueError(f"--nodes is an openb-format node list for --cluster openb; --cluster {args.cluster} "
                          f"already says which nodes there are")
@@ -135,6 +155,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     if args.kwok:
         return cmd_simulate_kwok(args, base, arrivals, timed)
+    if args.preemption:
+        return cmd_simulate_preemption(args, base)
     policies = all_policies(seed=args.seed)
     if args.policies:
         want = {p.strip() for p in args.policies.split(",")}
@@ -164,6 +186,63 @@ def cmd_simulate(args: argparse.Namespace) -> int:
            "results": [r.summary() for r in results]}
     (args.output / f"placement-{workload}.json").write_text(json.dumps(out, indent=1))
     print(f"[simulate] {time.monotonic() - t0:.1f}s; plots: {', '.join(str(p) for p in pngs)}", file=sys.stderr)
+    if out["attribution"]:
+        print(f"[simulate] data: {out['attribution']}; {out['notes']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+def cmd_simulate_preemption(args: argparse.Namespace, base) -> int:
+    from simulations.preemption_sim import fill, plot, preemptor_stream, simulate_preemption, table
+    from simulations.priorities import PREEMPTOR_PRIORITY, QOS_CLASSES, prioritized_pods
+    from simulations.workloads import ATTRIBUTION, data_file
+
+    if args.workload == "dynamo":
+        print("clique simulate --preemption: the dynamo mix has no priorities; use openb-default or an openb-format "
+              "pod list with a qos or priority column", file=sys.stderr)
+        return 2
+    try:
+        background = prioritized_pods(data_file(args.workload), args.limit)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"clique simulate --preemption: {exc}", file=sys.stderr)
+        return 2
+    prio = args.preemptor_priority if args.preemptor_priority is not None else PREEMPTOR_PRIORITY
+    if args.preemptors < 1 or args.preemptor_interval <= 0 or args.grace < 0:
+        print("clique simulate --preemption: --preemptors must be >= 1, --preemptor-interval > 0, --grace >= 0",
+              file=sys.stderr)
+        return 2
+    total = sum(h.gpus for h in base.hosts.values())
+    workload, cluster = labels(args)
+    t0 = time.monotonic()
+    filled = fill(base, background)
+    used = sum(h.gpus_used for h in filled.snapshot.hosts.values())
+    print(f"[simulate] {len(base.hosts)} hosts, {total} GPUs; {filled.placed} of {len(background)} pods from "
+          f"{args.workload} placed ({used / max(1, total):.1%} of the GPUs), {filled.dropped} did not fit; then "
+          f"{args.preemptors} gangs of priority {prio}, one every {args.preemptor_interval:g}s", file=sys.stderr,
+          flush=True)
+    stream = preemptor_stream(args.preemptors, args.preemptor_interval, args.seed, args.preemptor_duration)
+    progress = Progress()
+    results = [simulate_preemption(p, filled, stream, prio, args.grace, args.seed,
+                                   lambda d, n, p=p: progress(p, d, n)) for p in ("clique", "pod-by-pod")]
+    print(table(results))
+    args.output.mkdir(parents=True, exist_ok=True)
+    png = plot(results, args.output / f"preemption-{workload}.png",
+               f"{args.preemptors} high-priority gangs into {workload} on {cluster} ({len(base.hosts)} hosts)")
+    src = data_source(args)
+    out = {"simulation": "preemption", "workload": args.workload, "cluster": args.cluster, "nodes": args.nodes,
+           "hosts": len(base.hosts), "gpus": total, "mode": "timed", "seed": args.seed,
+           "fill": {"pods": len(background), "placed": filled.placed, "dropped": filled.dropped,
+                    "allocated_share": round(used / max(1, total), 4)},
+           "priority_classes": {q: {"class": c.name, "value": c.value} for q, c in QOS_CLASSES.items()},
+           "preemptors": {"count": args.preemptors, "interval_s": args.preemptor_interval,
+                          "duration_s": args.preemptor_duration, "priority": prio, "grace_s": args.grace},
+           "notes": ("openb fractional GPUs count as one whole GPU; gpu_spec is ignored; evicted pods are not "
+                     "recreated" if src else "evicted pods are not recreated"),
+           "attribution": ATTRIBUTION.get(src, "") if src else "",
+           "results": [r.summary() for r in results]}
+    (args.output / f"preemption-{workload}.json").write_text(json.dumps(out, indent=1))
+    print(f"[simulate] {time.monotonic() - t0:.1f}s; plot: {png}", file=sys.stderr)
     if out["attribution"]:
         print(f"[simulate] data: {out['attribution']}; {out['notes']}", file=sys.stderr)
     if args.json:
@@ -272,10 +351,12 @@ def cmd_replay_kwok(args: argparse.Namespace, requests, cfg, offline) -> int:
     from simulations.workloads import ATTRIBUTION
 
     t0, bar = time.monotonic(), Progress()
-    real = run_kwok_replay(requests, cfg, args.kwok_speedup, args.kwok_hosts,
+    planner = getattr(args, "kwok_policy", "planner") == "planner"
+    real = run_kwok_replay(requests, cfg, args.kwok_speedup, args.kwok_hosts, planner=planner,
                            say=lambda m: print(m, file=sys.stderr, flush=True),
                            progress=lambda d, n: bar("kwok clique", d, n))
-    ours = next(r for r in offline if r.policy == "clique-reactive")  # the rules the daemon runs today
+    twin = "clique" if planner else "clique-reactive"  # the offline run of what the daemon runs
+    ours = next(r for r in offline if r.policy == twin)
     oracle = next(r for r in offline if r.policy == "oracle")
     print(replay_table([ours, real.replay, oracle]))
     s = real.summary()

@@ -29,15 +29,17 @@ from topology.model import HostInfo, Topology
 DATA = Path(__file__).resolve().parent / "data"  # travels with the package (see data/README.md)
 OPENB = DATA / "alibaba-openb-2023"
 AZURE_CODE = DATA / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv"
+AZURE_CONV = DATA / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
 MiB = 2**20
 ATTRIBUTION = {
     "openb": "Alibaba cluster-trace-gpu-v2023 (openb), CC BY 4.0; Weng et al., USENIX ATC 2023",
-    "azure": "Azure LLM inference trace 2023 (code), CC BY 4.0; Patel et al., Splitwise, ISCA 2024",
+    "azure": "Azure LLM inference trace 2023, CC BY 4.0; Patel et al., Splitwise, ISCA 2024",
 }
 SHORT_NAMES = {"openb-nodes": OPENB / "openb_node_list_gpu_node.csv",
                "openb-default": OPENB / "openb_pod_list_default.csv",
                "openb-multigpu50": OPENB / "openb_pod_list_multigpu50.csv",
-               "azure-code": AZURE_CODE}
+               "azure-code": AZURE_CODE,
+               "azure-conv": AZURE_CONV}
 OPENB_NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 OPENB_POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu")
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from topology.levels import Level, levels_from_labels
+from topology.yamlfile import read_yaml
 
 LABEL_PREFIX = "clique.dev/fabric-"
 
@@ -34,10 +33,27 @@ class Fabric:
     host_labels: dict[str, dict[str, str]]  # host -> {label: switch name}
 
 
+MAX_LEVELS = 16  # switch levels (a real fabric has 2 or 3)
+
+
+def _name(value: Any, where: str) -> str:
+    """A level, switch or host name: YAML may give a number, never a list or mapping (whose text could be of any
+    size with YAML aliases)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise FabricError(f"{where}: expected a name (a string), got {type(value).__name__} {value!r:.60}")
+    text = str(value)
+    if not text or len(text) > 253:
+        raise FabricError(f"{where}: expected a name of 1 to 253 characters, got {len(text)}")
+    return text
+
+
 def parse_fabric(data: Any, source: str = "fabric file") -> Fabric:
+    """The switch tree of a fabric file's YAML document. Raises FabricError, and only that, naming where."""
     if not isinstance(data, dict) or "levels" not in data or "switches" not in data:
         raise FabricError(f"{source}: expected a mapping with 'levels' (switch level names) and 'switches'")
-    names = [str(n) for n in data["levels"]]
+    if not isinstance(data["levels"], list) or not 0 < len(data["levels"]) <= MAX_LEVELS:
+        raise FabricError(f"{source}: 'levels' must be a list of 1 to {MAX_LEVELS} switch level names, outermost first")
+    names = [_name(n, f"{source}: levels[{i}]") for i, n in enumerate(data["levels"])]
     if not names or len(set(names)) != len(names):
         raise FabricError(f"{source}: 'levels' must list distinct level names, outermost first")
     labels = [LABEL_PREFIX + n for n in names]
@@ -50,19 +66,21 @@ def parse_fabric(data: Any, source: str = "fabric file") -> Fabric:
             here = f"{where}[{i}]"
             if not isinstance(sw, dict) or "name" not in sw:
                 raise FabricError(f"{here}: a switch needs a 'name'")
-            trail = path + [str(sw["name"])]
+            switch = _name(sw["name"], f"{here}.name")
+            trail = path + [switch]
             if depth == len(names) - 1:
                 hosts = sw.get("hosts")
                 if not isinstance(hosts, list) or "children" in sw:
-                    raise FabricError(f"{here} ({sw['name']}): switches of the innermost level '{names[-1]}' list "
+                    raise FabricError(f"{here} ({switch}): switches of the innermost level '{names[-1]}' list "
                                       "'hosts', not 'children'")
-                for h in hosts:
-                    if str(h) in host_labels:
-                        raise FabricError(f"{here}: host {h} appears under two switches")
-                    host_labels[str(h)] = dict(zip(labels, trail))
+                for j, h in enumerate(hosts):
+                    host = _name(h, f"{here}.hosts[{j}]")
+                    if host in host_labels:
+                        raise FabricError(f"{here}: host {host} appears under two switches")
+                    host_labels[host] = dict(zip(labels, trail))
             else:
                 if "children" not in sw:
-                    raise FabricError(f"{here} ({sw['name']}): a '{names[depth]}' switch needs 'children' "
+                    raise FabricError(f"{here} ({switch}): a '{names[depth]}' switch needs 'children' "
                                       f"(switches of level '{names[depth + 1]}')")
                 walk(sw["children"], depth + 1, trail, f"{here}.children")
 
@@ -71,10 +89,5 @@ def parse_fabric(data: Any, source: str = "fabric file") -> Fabric:
 
 
 def load_fabric(path: str | Path) -> Fabric:
-    p = Path(path)
-    try:
-        return parse_fabric(yaml.safe_load(p.read_text()), str(p))
-    except FileNotFoundError:
-        raise FabricError(f"fabric file {p} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise FabricError(f"fabric file {p} is not valid YAML: {exc}") from None
+    """The fabric in a YAML file. Raises FabricError, and only that, whatever the file holds."""
+    return parse_fabric(read_yaml(path, "fabric file", FabricError), str(Path(path)))

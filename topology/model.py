@@ -45,8 +45,7 @@ class Topology:
 
     def __init__(self, hosts: Iterable[HostLike], levels: Sequence[Level]) -> None:
         self.levels: tuple[Level, ...] = tuple(levels)
-        self.graph = nx.DiGraph()
-        self.graph.add_node(ROOT, kind="cluster", level=-1)
+        self._graph: nx.DiGraph | None = None  # built on first use (the graph property)
         self.host_paths: dict[str, DomainKey] = {}  # host -> domain key at the innermost level
         self.host_keys: dict[str, tuple[DomainKey, ...]] = {}  # host -> its domain key at every level
         self.host_gpus: dict[str, int] = {}
@@ -54,9 +53,42 @@ class Topology:
         self.gpu_islands: dict[str, list[list[int]]] = {}  # host -> NVLink-connected GPU groups (agent data)
         self.problems: list[str] = []  # bad per-host input that was ignored, for logs and Events
         self._members: list[dict[DomainKey, list[str]]] = [{} for _ in self.levels]
-        for host in sorted(hosts, key=lambda h: h.name):
+        self._hosts = sorted(hosts, key=lambda h: h.name)
+        self._graph_keys: list[tuple[DomainKey, ...]] = []  # each host's domain keys, in _hosts order
+        for host in self._hosts:
             self._add_host(host)
         self._index_rows()
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The networkx tree cluster -> domains -> hosts -> GPUs (with NVLink edges), built on first use: only
+        rendering reads it, and at 5,000 8-GPU hosts it would be 90 MB of the extender's memory."""
+        if self._graph is None:
+            g = nx.DiGraph()
+            g.add_node(ROOT, kind="cluster", level=-1)
+            for host, keys in zip(self._hosts, self._graph_keys):
+                parent = ROOT
+                for i, key in enumerate(keys):
+                    node = ("domain", i, key)
+                    if node not in g:
+                        g.add_node(node, kind="domain", level=i, level_name=self.levels[i].name, value=key[-1])
+                        g.add_edge(parent, node)
+                    parent = node
+                g.add_node(host.name, kind="host", level=len(self.levels), gpus=host.gpus)
+                g.add_edge(parent, host.name)
+                for gpu in range(host.gpus):
+                    g.add_node((host.name, gpu), kind="gpu")
+                    g.add_edge(host.name, (host.name, gpu))
+                matrix = (getattr(host, "annotations", None) or {}).get(NVLINK_MATRIX_ANNOTATION)
+                try:
+                    links = parse_nvlink_matrix(matrix) if matrix else None
+                except MatrixError:  # reported in problems by _add_host
+                    links = None
+                if links is not None and links.size == host.gpus:
+                    for a, b, n in links.pairs():
+                        g.add_edge((host.name, a), (host.name, b), nvlinks=n)
+            self._graph = g
+        return self._graph
 
     def _index_rows(self) -> None:
         """Row numbers for hosts and integer domain codes per level: the engine's vectorised phase 1 works on
@@ -77,7 +109,6 @@ class Topology:
     # ------------------------------------------------------------------ build
     def _add_host(self, host: HostLike) -> None:
         path: list[str] = []
-        parent = ROOT
         raw = [host.labels.get(level.label) for level in self.levels]
         for i, level in enumerate(self.levels):
             value = raw[i]
@@ -90,20 +121,11 @@ class Topology:
                 value = f"~{inner}" if inner is not None else f"<{host.name}>"
             path.append(value)
             key = tuple(path)
-            node = ("domain", i, key)
-            if node not in self.graph:
-                self.graph.add_node(node, kind="domain", level=i, level_name=level.name, value=value)
-                self.graph.add_edge(parent, node)
             self._members[i].setdefault(key, []).append(host.name)
-            parent = node
-        self.graph.add_node(host.name, kind="host", level=len(self.levels), gpus=host.gpus)
-        self.graph.add_edge(parent, host.name)
         self.host_paths[host.name] = tuple(path)
         self.host_keys[host.name] = tuple(tuple(path[: i + 1]) for i in range(len(path)))
+        self._graph_keys.append(self.host_keys[host.name])  # per host given, even if a later one shares its name
         self.host_gpus[host.name] = host.gpus
-        for g in range(host.gpus):
-            self.graph.add_node((host.name, g), kind="gpu")
-            self.graph.add_edge(host.name, (host.name, g))
         matrix = (getattr(host, "annotations", None) or {}).get(NVLINK_MATRIX_ANNOTATION)
         if matrix:
             try:
@@ -116,8 +138,6 @@ class Topology:
                                      f"the host has {host.gpus}; ignored")
                 return
             self.gpu_islands[host.name] = links.islands()
-            for a, b, n in links.pairs():
-                self.graph.add_edge((host.name, a), (host.name, b), nvlinks=n)
 
     # ------------------------------------------------------------------ queries
     @property

@@ -17,33 +17,54 @@ class QuantityError(ValueError):
     """A string that is not a Kubernetes quantity."""
 
 
+MAX_INTEGRAL = Decimal(10) ** 30  # as_int / cpu_millis refuse more (a 10^999999 would be a million-digit int)
+
+
 def parse_quantity(value: str | int | float) -> Decimal:
-    """Parse a quantity into a Decimal in base units (cores, bytes, count)."""
-    if isinstance(value, (int, float)):
-        return Decimal(str(value))
-    text = str(value).strip()
-    if not text:
-        raise QuantityError("empty quantity; write e.g. '8', '500m' or '64Gi'")
-    for suffix, mult in _BINARY.items():
-        if text.endswith(suffix):
-            return _number(text[: -len(suffix)], text) * mult
-    suffix = text[-1] if text[-1] in _DECIMAL and not text[-1].isdigit() else ""
-    # "1e3" is an exponent, not the suffix "e"; only E (exa) is a suffix and only at the very end.
-    return _number(text[: len(text) - len(suffix)], text) * _DECIMAL[suffix]
+    """Parse a quantity into a finite Decimal in base units (cores, bytes, count). Raises QuantityError, and only
+    that, for anything else (booleans, NaN, infinities, exponents past Decimal's range included)."""
+    if isinstance(value, bool):
+        raise QuantityError(f"{value!r} is not a Kubernetes quantity; write e.g. '8', '500m', '64Gi' or '2Ti'")
+    try:
+        if isinstance(value, (int, float)):
+            return _finite(Decimal(str(value)), str(value))
+        text = str(value).strip()
+        if not text:
+            raise QuantityError("empty quantity; write e.g. '8', '500m' or '64Gi'")
+        for suffix, mult in _BINARY.items():
+            if text.endswith(suffix):
+                return _finite(_number(text[: -len(suffix)], text) * mult, text)
+        suffix = text[-1] if text[-1] in _DECIMAL and not text[-1].isdigit() else ""
+        # "1e3" is an exponent, not the suffix "e"; only E (exa) is a suffix and only at the very end.
+        return _finite(_number(text[: len(text) - len(suffix)], text) * _DECIMAL[suffix], text)
+    except ArithmeticError:  # decimal's Overflow and InvalidOperation signals (e.g. "9e999999E")
+        raise QuantityError(f"{str(value)[:40]!r} is out of range for a quantity") from None
+
+
+def _finite(amount: Decimal, whole: str) -> Decimal:
+    if not amount.is_finite():  # "NaN", "Infinity", float('inf'): Decimal parses them, Kubernetes does not
+        raise QuantityError(f"{whole[:40]!r} is not a Kubernetes quantity; write e.g. '8', '500m', '64Gi' or '2Ti'")
+    return amount
 
 
 def _number(digits: str, whole: str) -> Decimal:
     try:
         return Decimal(digits)
     except InvalidOperation:
-        raise QuantityError(f"{whole!r} is not a Kubernetes quantity; write e.g. '8', '500m', '64Gi' or '2Ti'") from None
+        raise QuantityError(f"{whole[:40]!r} is not a Kubernetes quantity; write e.g. '8', '500m', '64Gi' or '2Ti'") from None
+
+
+def _integral(amount: Decimal, value: str | int | float) -> int:
+    if abs(amount) > MAX_INTEGRAL:
+        raise QuantityError(f"{str(value)[:40]!r} is out of range for a quantity (at most 1e30)")
+    return int(amount.to_integral_value(rounding="ROUND_CEILING"))
 
 
 def cpu_millis(value: str | int | float) -> int:
     """CPU quantity -> millicores (rounded up, as the scheduler does)."""
-    return int((parse_quantity(value) * 1000).to_integral_value(rounding="ROUND_CEILING"))
+    return _integral(parse_quantity(value) * 1000, value)
 
 
 def as_int(value: str | int | float) -> int:
     """Integral quantity (bytes, GPUs, pods) -> int (rounded up)."""
-    return int(parse_quantity(value).to_integral_value(rounding="ROUND_CEILING"))
+    return _integral(parse_quantity(value), value)

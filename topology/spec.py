@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from topology.quantity import QuantityError, as_int, cpu_millis
+from topology.yamlfile import read_yaml
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -113,10 +112,35 @@ class ClusterSpec:
         return out
 
 
+MAX_HOSTS = 1_000_000  # hosts in one spec: far above any cluster; bounds what hosts() builds
+MAX_QUANTITY = 10**18  # cpu (cores) and memory (bytes) per host
+
+
 def _req(obj: dict[str, Any], key: str, where: str) -> Any:
     if key not in obj:
         raise SpecError(f"{where}: missing required field '{key}'")
     return obj[key]
+
+
+def _text(value: Any, where: str) -> str:
+    """A name, label key or value: YAML may give a number or a boolean (written as YAML spells it), never a
+    list or mapping (whose text could be anything, and of any size with YAML aliases)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        text = str(value)
+        if len(text) > 253:
+            raise SpecError(f"{where}: longer than 253 characters")
+        return text
+    raise SpecError(f"{where}: expected a string, got a {type(value).__name__}")
+
+
+def _list(value: Any, where: str, what: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(f"{where}: expected a list of {what}, got a {type(value).__name__}")
+    return value
 
 
 def _int(obj: dict[str, Any], key: str, where: str, default: int | None = None, minimum: int = 0) -> int:
@@ -129,19 +153,26 @@ def _int(obj: dict[str, Any], key: str, where: str, default: int | None = None, 
 def parse_cluster_spec(data: dict[str, Any], source: str = "cluster spec") -> ClusterSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a mapping with 'name', 'levels' and 'pools'")
-    name = str(data.get("name", "cluster"))
+    name = _text(data.get("name", "cluster"), f"{source}: name")
     levels: list[LevelSpec] = []
-    for i, lv in enumerate(data.get("levels") or []):
+    for i, lv in enumerate(_list(data.get("levels"), f"{source}: levels", "levels (mappings)")):
         where = f"{source}: levels[{i}]"
         if not isinstance(lv, dict):
             raise SpecError(f"{where}: expected a mapping with name, label, hostsPerDomain")
-        levels.append(LevelSpec(
-            name=str(_req(lv, "name", where)),
-            label=str(_req(lv, "label", where)),
+        level = LevelSpec(
+            name=_text(_req(lv, "name", where), f"{where}.name"),
+            label=_text(_req(lv, "label", where), f"{where}.label"),
             hosts_per_domain=_int(lv, "hostsPerDomain", where, minimum=1),
-            value_format=str(lv.get("valueFormat", "{level}-{index}")),
-            pools=tuple(str(x) for x in (lv.get("pools") or ())),
-        ))
+            value_format=_text(lv.get("valueFormat", "{level}-{index}"), f"{where}.valueFormat"),
+            pools=tuple(_text(x, f"{where}.pools[{j}]") for j, x in enumerate(_list(lv.get("pools"), f"{where}.pools",
+                                                                                     "pool names"))),
+        )
+        try:  # hosts() fills it in for every host: a bad template must fail here, not there
+            level.value_format.format(level=level.name, index=0, cluster=name)
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+            raise SpecError(f"{where}.valueFormat: {level.value_format!r:.80} is not a template of {{level}}, "
+                            f"{{index}} and {{cluster}} ({type(exc).__name__}: {exc})") from None
+        levels.append(level)
     for outer, inner in zip(levels, levels[1:]):
         if outer.pools == inner.pools and outer.hosts_per_domain % inner.hosts_per_domain:
             raise SpecError(
@@ -150,27 +181,27 @@ def parse_cluster_spec(data: dict[str, Any], source: str = "cluster spec") -> Cl
     if len({lv.label for lv in levels}) != len(levels):
         raise SpecError(f"{source}: two levels use the same label; each level needs its own label key")
     pools: list[PoolSpec] = []
-    raw_pools = data.get("pools")
+    raw_pools = _list(data.get("pools"), f"{source}: pools", "pools (mappings)")
     if not raw_pools:
         raise SpecError(f"{source}: 'pools' is empty; add at least one pool with hosts and gpus")
     for i, p in enumerate(raw_pools):
         where = f"{source}: pools[{i}]"
         if not isinstance(p, dict):
             raise SpecError(f"{where}: expected a mapping")
-        try:
-            cpu = cpu_millis(p.get("cpu", "128"))
-            mem = as_int(p.get("memory", "1Ti"))
-        except QuantityError as exc:
-            raise SpecError(f"{where}: {exc}") from None
+        cpu = _quantity(p, "cpu", "128", where, cpu_millis, 1000)
+        mem = _quantity(p, "memory", "1Ti", where, as_int, 1)
         labels = p.get("labels") or {}
         if not isinstance(labels, dict):
             raise SpecError(f"{where}.labels: expected a mapping of label key to value")
         pools.append(PoolSpec(
-            name=str(_req(p, "name", where)), hosts=_int(p, "hosts", where, minimum=1),
-            gpus=_int(p, "gpus", where, default=8), gpu_product=str(p.get("gpuProduct", "NVIDIA-H100-80GB-HBM3")),
+            name=_text(_req(p, "name", where), f"{where}.name"), hosts=_int(p, "hosts", where, minimum=1),
+            gpus=_int(p, "gpus", where, default=8),
+            gpu_product=_text(p.get("gpuProduct", "NVIDIA-H100-80GB-HBM3"), f"{where}.gpuProduct"),
             cpu_millis=cpu, memory_bytes=mem, pods=_int(p, "pods", where, default=110, minimum=1),
-            labels={str(k): str(v) for k, v in labels.items()},
+            labels={_text(k, f"{where}.labels"): _text(v, f"{where}.labels[{k!r:.60}]") for k, v in labels.items()},
         ))
+    if sum(p.hosts for p in pools) > MAX_HOSTS:
+        raise SpecError(f"{source}: {sum(p.hosts for p in pools)} hosts in all; at most {MAX_HOSTS} are supported")
     if len({p.name for p in pools}) != len(pools):
         raise SpecError(f"{source}: pool names must be unique (they prefix host names)")
     for lv in levels:
@@ -181,12 +212,20 @@ def parse_cluster_spec(data: dict[str, Any], source: str = "cluster spec") -> Cl
     return ClusterSpec(name=name, levels=tuple(levels), pools=tuple(pools))
 
 
-def load_cluster_spec(path: str | Path) -> ClusterSpec:
-    p = Path(path)
+def _quantity(pool: dict[str, Any], key: str, default: str, where: str, convert: Any, per_unit: int) -> int:
+    value = pool.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise SpecError(f"{where}.{key}: expected a quantity such as '128' or '2Ti', got {value!r:.60}")
     try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"cluster spec {p} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"cluster spec {p} is not valid YAML: {exc}") from None
-    return parse_cluster_spec(data, source=str(p))
+        amount = convert(value)
+    except QuantityError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    if not 0 <= amount <= MAX_QUANTITY * per_unit:
+        raise SpecError(f"{where}.{key}: {value!r:.60} is out of range (0 to {MAX_QUANTITY:.0e})")
+    return amount
+
+
+def load_cluster_spec(path: str | Path) -> ClusterSpec:
+    """The spec in a YAML file. Raises SpecError, and only that, whatever the file holds."""
+    data = read_yaml(path, "cluster spec", SpecError)
+    return parse_cluster_spec(data, source=str(Path(path)))

@@ -181,10 +181,41 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="fewer gangs (within 60 s)")
     p.add_argument("--sizes", default="1000,5000")
     p.add_argument("--gangs", type=int, default=None, help="gangs of 4 pods per size (default 50; --quick 12)")
+    p.add_argument("--memory", action="store_true",
+                   help="instead: RSS of the extender process with --memory-nodes nodes and --memory-pods pods in its "
+                        "state, filled by its own list+watch from a replay server (scheduler/extender/bench_memory.py)")
+    p.add_argument("--memory-nodes", type=int, default=5000)
+    p.add_argument("--memory-pods", type=int, default=50_000)
     p.set_defaults(func=cmd_bench_extender)
 
 
+def cmd_bench_memory(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from scheduler.extender.bench_memory import iter_rows
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="clique-bench-memory-") as tmp:
+        empty, full = iter_rows(args.memory_nodes, args.memory_pods, Path(tmp),
+                                say=lambda m: print(m, file=sys.stderr, flush=True))
+    state = round(full["rss_mib"] - empty["rss_mib"], 1)
+    print(f"{'nodes':>8} {'pods':>8} {'RSS MiB':>9} {'peak MiB':>9}")
+    for r in (empty, full):
+        print(f"{r['nodes']:>8} {r['pods']:>8} {r['rss_mib']:>9} {r['peak_rss_mib']:>9}")
+    print(f"# {time.perf_counter() - started:.0f}s; VmRSS of the extender process (/proc/PID/status) after its "
+          f"watches applied every event; the state's share: {state} MiB; target <= 300 MB")
+    print(json.dumps({"benchmark": "extender-memory", "nodes": full["nodes"], "pods": full["pods"],
+                      "rss_mib": full["rss_mib"], "peak_rss_mib": full["peak_rss_mib"],
+                      "rss_empty_mib": empty["rss_mib"], "state_mib": state,
+                      "rss_mb": round(full["rss_mib"] * 2**20 / 1e6, 1), "target_mb": 300,
+                      "served_mib": full["served_mib"]}))
+    return 0
+
+
 def cmd_bench_extender(args: argparse.Namespace) -> int:
+    if args.memory:
+        return cmd_bench_memory(args)
     gangs = args.gangs or (12 if args.quick else 50)
     rows = []
     started = time.perf_counter()

@@ -20,6 +20,17 @@ pkg/scheduler/framework/preemption/executor.go), `Preempting` on the preemptor's
 `PreemptionSkipped` when nothing would help (with the decision's reason).
 Eviction: policy/v1 Eviction on pods/eviction (k8s.io/api v0.37.2 policy/v1/types.go); a budget that forbids it
 answers 429 (pkg/registry/core/pod/storage/eviction.go, v1.37.2).
+
+Off the event loop: the victims come from the state's incremental victim index (state.py, updated by the watch
+events, no scan of every pod), and the decision (numpy and CP-SAT, tens of ms at 5,000 nodes) runs in a worker
+thread (asyncio.to_thread) on a copy: the Snapshot (copied arrays, frozen host states) and the frozen VictimUnits
+taken together on the loop, so the thread never reads what the watches change. The watches go on meanwhile, so
+the decision may be stale when it returns: optimistic concurrency. Right before the places are held, on the loop
+with no await in between (so no watch event can interleave), every victim unit is compared with the index as it
+is now (same pods, hosts, requests, priority; a unit that gained, lost or moved a pod fails) and every place is
+checked against a fresh snapshot net of every reservation (free now plus what the victims free there); a stale
+decision is made again (at most MAX_ROUNDS decisions per attempt). A lock around the state would instead block
+the watches for the whole decision, and a decision on the live dicts from a thread would read them mid-update.
 """
 
 from __future__ import annotations
@@ -85,7 +96,8 @@ class Preemptor:
         if gang.size is None or len(self.ext.state.gang_members(gang.key)) < gang.size:
             return ""
         prio = spec["priority"]
-        if not any(_priority(p) < prio and (p.get("spec") or {}).get("nodeName") for p in self.ext.state.pods.values()):
+        lowest = self.ext.state.lowest_bound_priority()  # the victim index: no scan of every pod
+        if lowest is None or lowest >= prio:
             return ""
         self.attempts[gang.key] = Attempt(gang, time.monotonic())
         try:
@@ -129,9 +141,10 @@ class Preemptor:
         protected: dict[str, str] = {}
         decision: Decision | None = None
         chosen: list[VictimUnit] = []
-        cleared = False
+        cleared, stale = False, ""
         for _ in range(MAX_ROUNDS):
-            snapshot = self._snapshot(pending)
+            stale = ""
+            snapshot = self._snapshot(pending)  # with the units below: one consistent copy, taken on the loop
             units = self._units(gang, prio)
             for u in units:
                 why = _refused_by_budget([u], pdbs, state.pods)
@@ -139,7 +152,7 @@ class Preemptor:
                     protected[u.id] = why
             units = [u for u in units if u.id not in protected]
             started = time.perf_counter()
-            decision = choose_victims(snapshot, spec, prio, units, policy)
+            decision = await asyncio.to_thread(choose_victims, snapshot, spec, prio, units, policy)
             self.decision_seconds.observe(time.perf_counter() - started)
             if not decision.preempts:
                 break
@@ -151,15 +164,23 @@ class Preemptor:
                 continue
             attempt.what = f"dry-run evictions of {len(decision.victims)} victim unit(s)"
             refused = await self._evict(chosen, gang, dry_run=True)
-            if not refused:
-                cleared = True
-                break
-            protected.update(refused)
+            if refused:
+                protected.update(refused)
+                continue
+            stale = stale_decision(decision, chosen, self.ext.state, self._snapshot(pending), spec)
+            if stale:  # the watches moved on while the thread decided (or the dry run ran): decide again
+                log.info("gang %s: decision stale (%s); deciding again", gang.key, stale)
+                continue
+            cleared = True
+            break
         if decision is None or not cleared:
             note = (f"; left out as PodDisruptionBudgets protect them: {len(protected)} unit(s) "
                     f"({next(iter(protected.values()))})" if protected else "")
             if decision is not None and decision.fits and not decision.preempts:
                 reason, outcome = f"gang {gang.name} fits without preemption now", "fits"
+            elif decision is not None and stale:
+                reason, outcome = (f"gang {gang.name}: the cluster changed under each of {MAX_ROUNDS} decisions "
+                                   f"(last: {stale}); kube-scheduler's retry decides again"), "stale"
             elif decision is not None and decision.preempts:
                 reason, outcome = f"gang {gang.name}: no victims the budgets allow after {MAX_ROUNDS} tries", "refused"
             else:
@@ -231,30 +252,9 @@ class Preemptor:
 
     def _units(self, gang: GangRef, prio: int) -> list[VictimUnit]:
         """Bound, not terminating pods of lower priority than `prio`, a gang's pods as one unit (its priority
-        the highest of its pods: a gang with one pod the preemptor may not take is no victim)."""
-        groups: dict[str, list[dict]] = {}
-        is_gang: dict[str, bool] = {}
-        for key, p in self.ext.state.pods.items():
-            spec, md = p.get("spec") or {}, p.get("metadata") or {}
-            if not spec.get("nodeName") or md.get("deletionTimestamp"):
-                continue
-            g = recognize(p)
-            if g.key == gang.key:
-                continue
-            unit = g.key if g.source != "single" else key
-            groups.setdefault(unit, []).append(p)
-            is_gang[unit] = g.source != "single"
-        out = []
-        for unit, ps in sorted(groups.items()):
-            top = max(_priority(p) for p in ps)
-            if top >= prio:
-                continue
-            vp = []
-            for p in sorted(ps, key=pod_key):
-                q = pod_request(p)
-                vp.append(VictimPod(pod_key(p), p["spec"]["nodeName"], (q.gpus, q.cpu_millis, q.memory, 1)))
-            out.append(VictimUnit(unit, top, tuple(vp), is_gang[unit]))
-        return out
+        the highest of its pods: a gang with one pod the preemptor may not take is no victim), from the state's
+        victim index (the same as units_by_scan over every pod, without the scan)."""
+        return self.ext.state.victim_units(prio, exclude=gang.key)
 
     async def _budgets(self) -> list[dict]:
         from kubernetes_asyncio import client
@@ -299,6 +299,65 @@ class Preemptor:
 
         await asyncio.gather(*(one(u, p) for u in units for p in u.pods))
         return refused
+
+
+def units_by_scan(pods: dict[str, dict], exclude: str, prio: int) -> list[VictimUnit]:
+    """The victim units by a scan of every pod (what the victim index replaces; the reference the unit tests
+    and `clique bench preemption` compare it with)."""
+    groups: dict[str, list[dict]] = {}
+    is_gang: dict[str, bool] = {}
+    for key, p in pods.items():
+        spec, md = p.get("spec") or {}, p.get("metadata") or {}
+        if not spec.get("nodeName") or md.get("deletionTimestamp") or (p.get("status") or {}).get("phase") in (
+                "Succeeded", "Failed"):
+            continue
+        g = recognize(p)
+        if g.key == exclude:
+            continue
+        unit = g.key if g.source != "single" else key
+        groups.setdefault(unit, []).append(p)
+        is_gang[unit] = g.source != "single"
+    out = []
+    for unit, ps in sorted(groups.items()):
+        top = max(_priority(p) for p in ps)
+        if top >= prio:
+            continue
+        vp = []
+        for p in sorted(ps, key=pod_key):
+            q = pod_request(p)
+            vp.append(VictimPod(pod_key(p), p["spec"]["nodeName"], (q.gpus, q.cpu_millis, q.memory, 1)))
+        out.append(VictimUnit(unit, top, tuple(vp), is_gang[unit]))
+    return out
+
+
+def stale_decision(decision: Decision, chosen: list[VictimUnit], state: Any, now: Snapshot, gang: Any) -> str:
+    """Why a decision made on an earlier copy no longer holds ("" if it does): a victim unit that changed since
+    (a pod gone, added, moved, terminating, or a new priority), or a place the preemptor can no longer take with
+    what is free now (`now`: a fresh snapshot net of every reservation) plus what its victims free there."""
+    for u in chosen:
+        cur = state.victim_unit(u.id)
+        if cur != u:
+            return f"victim {u.id} changed since the decision" if cur is not None else f"victim {u.id} is gone"
+    need: dict[str, list[int]] = {}
+    reqs = {r.name: r.request for r in gang.roles}
+    for role, host in decision.places:
+        acc = need.setdefault(host, [0, 0, 0, 0])
+        for d, v in enumerate(reqs[role]):
+            acc[d] += v
+    freed: dict[str, list[int]] = {}
+    for u in chosen:
+        for p in u.pods:
+            acc = freed.setdefault(p.host, [0, 0, 0, 0])
+            for d, v in enumerate(p.request):
+                acc[d] += v
+    for host, n in need.items():
+        h = now.hosts.get(host)
+        if h is None or not h.schedulable:
+            return f"node {host} is gone or no longer schedulable"
+        free, got = h.free, freed.get(host, [0, 0, 0, 0])
+        if any(free[d] + got[d] < n[d] for d in range(4)):
+            return f"node {host} no longer has room for the preemptor's pods there"
+    return ""
 
 
 def _scope_hosts(state: Any, decision: Decision) -> list[str]:

@@ -47,6 +47,7 @@ MAX_BODY = 16 * 2**20
 # In the reason of a gang whose pods do not all exist yet: a wait, not a lack of capacity (tools tell them apart).
 GANG_INCOMPLETE = "waits for its pods"
 GANG_CATCH_UP_S = 0.2  # how long filter waits for the watch to deliver a gang's other pods
+CACHE_ENTRIES = 1024  # objects read from the API (LeaderWorkerSets, PodGroups) kept at most
 
 
 class Metrics:
@@ -110,6 +111,7 @@ class Extender:
         app.router.add_post("/prioritize", self._wrap("prioritize", self.prioritize))
         app.router.add_post("/bind", self._wrap("bind", self.bind))
         app.router.add_post("/preempt", self._wrap("preempt", self.preempt))
+        app.router.add_get("/debug/usage", self.debug_usage)  # read-only; on the loopback listener only
         return self._add_health_routes(app)
 
     def metrics_app(self) -> web.Application:
@@ -151,6 +153,14 @@ class Extender:
                 self.metrics.latency.labels(verb).observe(time.perf_counter() - started)
         return run
 
+    async def debug_usage(self, request: web.Request) -> web.Response:
+        """What the watches hold: per-node usage of bound pods (nodes with none left out), counts, relists and
+        410s per kind. Tests compare it with a fresh count from the API (tests/e2e/test_watch_faults.py)."""
+        st = self.state
+        usage = {node: dict(zip(("gpus", "cpu_millis", "memory", "pods"), u)) for node, u in st.usage.items() if any(u)}
+        return web.json_response({"usage": usage, "pods": len(st.pods), "nodes": len(st.nodes), "lists": st.lists,
+                                  "expired": st.expired, "reservations": len(self.reservations)})
+
     async def readyz(self, request: web.Request) -> web.Response:
         ready = all(e.is_set() for e in self.state.synced.values())
         return web.Response(text="ok" if ready else "cluster state not synced yet", status=200 if ready else 503)
@@ -161,7 +171,7 @@ class Extender:
         sizes, topology, problem = await self._gang_object(args.pod)
         if problem:  # waiting for the object may help; evicting pods cannot
             self.event(args.pod, "GangSizeUnknown", problem)
-            return FilterResult([], unresolvable={n: problem for n in args.node_names}).to_json()
+            return FilterResult([], unresolvable={n: problem for n in args.node_names}).to_json(args.nodes)
         lead = await self._leader_first(args.pod)
         result = self._filter(args.pod, args.node_names, sizes, topology, lead)
         # A gang that looks incomplete may only be ahead of our watch (kube-scheduler saw its pods first): give
@@ -178,7 +188,9 @@ class Extender:
             sends, self._to_nominate = self._to_nominate, []
             for k, h in sends:
                 _spawn(self.binder.nominate(k, h))
-        return result.to_json()
+        # nodeCacheCapable: false sends Nodes and reads only Nodes back (k8s.io/kubernetes v1.37.2
+        # pkg/scheduler/extender.go, Filter): answering NodeNames alone would filter out every node
+        return result.to_json(args.nodes)
 
     def gang_sizes(self, gang: GangRef) -> tuple[dict[str, int], dict[str, GangView]]:
         """Sizes and views of size objects read recently (for callers that cannot wait for a read). A group with
@@ -233,6 +245,10 @@ class Extender:
         facts = size_from_object(gang.source, obj, self.state.levels)
         if facts.size is None:
             return {}, {}, f"gang {gang.name}: {gang.size_object} has no member count; set it, or annotate clique.dev/gang-size"
+        if len(self._objects) >= CACHE_ENTRIES:  # bounded as _lws; gang_sizes uses older entries, so keep 10 min
+            self._objects = {k: v for k, v in self._objects.items() if now - v[1] < 600}
+            if len(self._objects) >= CACHE_ENTRIES:
+                self._objects.clear()
         self._objects[gang.size_object] = (facts, now)
         return self._view_of(pod, gang, facts)
 
@@ -276,6 +292,10 @@ class Extender:
             log.warning("LeaderWorkerSet %s not readable (%s); its startup policy is taken as LeaderCreated", key, exc)
             obj = {}
         lead = leader_first(obj if isinstance(obj, dict) else {}, exclusive)
+        if len(self._lws) >= CACHE_ENTRIES:  # bounded: LWS names come and go (entries past 10 s are read again)
+            self._lws = {k: v for k, v in self._lws.items() if now - v[1] < 10}
+            if len(self._lws) >= CACHE_ENTRIES:
+                self._lws.clear()
         self._lws[key] = (lead, now)
         return lead
 

@@ -1,9 +1,17 @@
 """Cluster state of the extender: nodes and pods from list+watch (kubernetes_asyncio). Side effects: API reads.
 
-List, then watch from the list's resourceVersion with bookmarks; a 410 Gone (or a watch that ends) relists;
-other errors back off exponentially up to 30 s. Nothing is trusted from memory alone: a restarted extender
+List, then watch from the list's resourceVersion with bookmarks. A watch that ends (the server's timeout, a
+dropped connection, an API server restart) resumes from the last resourceVersion seen, events and bookmarks
+alike, as client-go's reflector does (k8s.io/client-go v0.37.2 tools/cache/reflector.go); only a 410 Gone
+(that version is no longer served: etcd compacted past it, or a restarted API server's watch cache starts
+after it) relists, and a relist replaces every node or pod, so nothing is lost or counted twice. Errors back
+off exponentially up to 30 s. `lists` and `expired` count relists and 410s per kind (read by /debug/usage). Nothing is trusted from memory alone: a restarted extender
 rebuilds everything from the API. `snapshot()` turns the state plus in-flight reservations into the
 placement engine's pure Snapshot; the Topology is rebuilt only when the node set or its labels change.
+
+The victim index (gang preemption's candidates) is kept the same way, per event: every bound, not terminating
+pod as a VictimPod under its unit (its gang, or itself when it has none), each unit's frozen VictimUnit rebuilt
+only when one of its pods changes, so `victim_units()` costs one pass over units, not a scan of every pod.
 """
 
 from __future__ import annotations
@@ -18,8 +26,10 @@ import numpy as np
 
 from scheduler.extender.nodefit import HARD_EFFECTS
 from scheduler.extender.pinning import has_gate
+from scheduler.extender.slim import Slimmer, fresh, slim_node
 from scheduler.gangs import pod_request
 from scheduler.gangs import recognize as recognize_gang
+from scheduler.placement.preemption import VictimPod, VictimUnit
 from scheduler.placement.types import HostState, Snapshot
 from topology.levels import Level
 from topology.model import HostInfo, Topology
@@ -28,6 +38,7 @@ from topology.quantity import QuantityError, as_int, cpu_millis
 log = logging.getLogger("clique.extender.state")
 TERMINAL = ("Succeeded", "Failed")
 NVLINK = "clique.dev/nvlink-matrix"
+LIST_PAGE = 500  # objects per list page
 
 
 @dataclass(frozen=True)
@@ -60,9 +71,11 @@ def node_info(node: Mapping[str, Any]) -> NodeInfo:
     # The node lifecycle controller's taints (not-ready, unreachable, unschedulable, pressure) mean the node is out
     # for every pod we place; other taints (e.g. nvidia.com/gpu:NoSchedule) are for the pods' tolerations.
     lifecycle = any(str(t.get("key", "")).startswith("node.kubernetes.io/") for t in taints)
-    return NodeInfo(md.get("name", ""), dict(md.get("labels") or {}), dict(md.get("annotations") or {}), gpus, cpu,
-                    mem, pods, ready and not spec.get("unschedulable") and not lifecycle, taints, ready,
-                    ready_cond.get("lastTransitionTime"))
+    # fresh copies (slim.fresh): a parsed string kept here would pin the memory of the whole list it came in
+    return NodeInfo(fresh(md.get("name", "")), fresh(dict(md.get("labels") or {})),
+                    fresh(dict(md.get("annotations") or {})), gpus, cpu, mem, pods,
+                    ready and not spec.get("unschedulable") and not lifecycle, tuple(fresh(list(taints))), ready,
+                    fresh(ready_cond.get("lastTransitionTime")))
 
 
 class ClusterState:
@@ -72,8 +85,11 @@ class ClusterState:
         self.levels = levels
         self.recognize = recognize
         self.nodes: dict[str, NodeInfo] = {}
-        self.pods: dict[str, dict[str, Any]] = {}  # "ns/name" -> pod dict
+        self.pods: dict[str, dict[str, Any]] = {}  # "ns/name" -> slim pod (slim.py: the fields read; read-only)
+        self._slim = Slimmer()
         self.synced = {"nodes": asyncio.Event(), "pods": asyncio.Event()}
+        self.lists = {"nodes": 0, "pods": 0}  # full lists done (the first one and every relist)
+        self.expired = {"nodes": 0, "pods": 0}  # 410 Gone answers that made a watch relist
         # Kept up to date on every event, so planning never scans all pods:
         self.usage: dict[str, list[int]] = {}  # node -> [gpus, cpu_millis, memory, pods] of bound pods
         self._contrib: dict[str, tuple[str, tuple[int, int, int, int]]] = {}  # pod key -> (node, its request)
@@ -94,6 +110,13 @@ class ClusterState:
         self._free_matrix = np.zeros((0, 4), dtype=np.int64)  # free resources in topology row order
         self._untouched_vec = np.zeros(0, dtype=bool)
         self._rows_version = -1  # node_version the arrays' row order belongs to
+        # victim index (gang preemption): unit id -> {pod key: (priority, VictimPod)} of bound, live pods
+        self._victims: dict[str, dict[str, tuple[int, VictimPod]]] = {}
+        self._victim_unit_of: dict[str, str] = {}  # pod key -> its unit id
+        self._victim_is_gang: dict[str, bool] = {}  # unit id -> whether it is a gang
+        self._victim_cache: dict[str, VictimUnit] = {}  # unit id -> its VictimUnit (dropped when it changes)
+        self._victim_order: list[str] | None = None  # unit ids sorted (None: rebuild)
+        self._bound_priorities: dict[int, int] = {}  # priority -> bound live pods with it
 
     # ------------------------------------------------------------------ watches
     async def run(self, api_client: Any) -> None:
@@ -118,32 +141,33 @@ class ClusterState:
                 return None
 
         backoff = 1.0
+        rv: str | None = None  # where the watch resumes; None: list first
         while True:
             try:
-                resp = await list_fn(_preload_content=False)
-                listed = json.loads(await resp.read())
-                rv = listed["metadata"]["resourceVersion"]
-                replace(listed.get("items") or [])
-                self.synced[kind].set()
-                log.info("listed %d %s at resourceVersion %s", len(listed.get("items") or []), kind, rv)
-                backoff = 1.0
+                if rv is None:
+                    rv, items = await self._list_pages(kind, list_fn)
+                    replace(items)
+                    self.lists[kind] += 1
+                    self.synced[kind].set()
+                    log.info("listed %d %s at resourceVersion %s", len(items), kind, rv)
+                    del items
                 w = RawWatch()
                 async with w:
                     async for ev in w.stream(list_fn, resource_version=rv, allow_watch_bookmarks=True,
                                              timeout_seconds=240, _request_timeout=300):
-                        typ, obj = ev["type"], ev["raw_object"]
-                        if typ == "BOOKMARK":
-                            continue
-                        if typ == "ERROR":
-                            if obj.get("code") == 410:
-                                log.info("%s watch expired (410 Gone); relisting", kind)
-                                break
-                            raise RuntimeError(f"watch error: {obj}")
-                        apply(typ, obj)
+                        rv = w.resource_version or rv  # events and bookmarks both move the resume point
+                        backoff = 1.0
+                        if ev["type"] != "BOOKMARK":
+                            apply(ev["type"], ev["raw_object"])
+                # the server ended the watch (its timeout): resume from rv
             except asyncio.CancelledError:
                 raise
             except ApiException as exc:
+                # kubernetes_asyncio raises a watch's ERROR event as ApiException with the event's code
                 if exc.status == 410:
+                    self.expired[kind] += 1
+                    log.info("%s watch from resourceVersion %s expired (410 Gone); relisting", kind, rv)
+                    rv = None
                     continue
                 log.warning("%s list/watch failed (%s %s); retrying in %.0fs", kind, exc.status, exc.reason, backoff)
                 await asyncio.sleep(backoff)
@@ -152,6 +176,25 @@ class ClusterState:
                 log.warning("%s list/watch failed (%s); retrying in %.0fs", kind, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(30.0, backoff * 2)
+
+    async def _list_pages(self, kind: str, list_fn: Callable[..., Awaitable[Any]]) -> tuple[str, list[dict]]:
+        """A consistent list in pages of LIST_PAGE (client-go's pager default, k8s.io/client-go v0.37.2
+        tools/pager/pager.go defaultPageSize, which its reflector uses), each page reduced to what the state reads
+        (slim.py) before the next is read: one 50,000-pod list as served would be 1.4 GB of Python objects at
+        once, and the memory it leaves behind is never returned. An expired continue token is a 410 (relist).
+        Returns the list's resourceVersion and the items."""
+        slim = self._slim.pod if kind == "pods" else slim_node
+        items: list[dict] = []
+        token = None
+        while True:
+            resp = await list_fn(limit=LIST_PAGE, _preload_content=False, **({"_continue": token} if token else {}))
+            page = json.loads(await resp.read())
+            del resp  # the response caches its body
+            items.extend(slim(o) for o in page.get("items") or [])
+            meta = page["metadata"]  # ListMeta: resourceVersion, continue (k8s.io/apimachinery v0.37.2 meta/v1/types.go)
+            token = meta.get("continue")
+            if not token:
+                return meta["resourceVersion"], items
 
     def _set_nodes(self, items: list[dict]) -> None:
         self.nodes = {n.name: n for n in map(node_info, items)}
@@ -183,6 +226,8 @@ class ClusterState:
 
     def _set_pods(self, items: list[dict]) -> None:
         self.pods, self.usage, self._contrib, self.gang_index, self._gang_of = {}, {}, {}, {}, {}
+        self._victims, self._victim_unit_of, self._victim_is_gang, self._victim_cache = {}, {}, {}, {}
+        self._victim_order, self._bound_priorities = None, {}
         self._dirty = None
         for p in items:
             self._pod_event("ADDED", p)
@@ -199,9 +244,13 @@ class ClusterState:
             for i, v in enumerate(old[1]):
                 acc[i] -= v
         node = (obj.get("spec") or {}).get("nodeName")
+        ref = None if gone else self.recognize(obj)
+        self._unindex_victim(key)
         if not gone and node:
             r = pod_request(obj)
             req = (r.gpus, r.cpu_millis, r.memory, 1)
+            if not md.get("deletionTimestamp"):
+                self._index_victim(key, obj, node, req, ref)
             self._contrib[key] = (node, req)
             self._touch(node)
             acc = self.usage.setdefault(node, [0, 0, 0, 0])
@@ -216,14 +265,79 @@ class ClusterState:
             if self.pods.pop(key, None) is not None and self.on_pod_gone is not None:
                 self.on_pod_gone(obj)
         else:
-            self.pods[key] = obj
-            gang = self.recognize(obj).key
+            self.pods[key] = self._slim.pod(obj)
+            gang = ref.key  # recognised once above
             self._gang_of[key] = gang
             self.gang_index.setdefault(gang, set()).add(key)
             self.touched_gangs.add(gang)
             if has_gate(obj):
                 self.gated_gangs.add(gang)
         self.version += 1
+
+    # ------------------------------------------------------------------ victim index
+    def _index_victim(self, key: str, obj: dict, node: str, req: tuple[int, int, int, int], ref: Any) -> None:
+        prio = (obj.get("spec") or {}).get("priority")
+        prio = prio if isinstance(prio, int) else 0  # the Priority admission plugin's default without a class
+        single = getattr(ref, "source", "single") == "single"
+        unit = key if single else ref.key
+        pods = self._victims.get(unit)
+        if pods is None:
+            pods = self._victims[unit] = {}
+            self._victim_order = None
+        pods[key] = (prio, VictimPod(key, node, req))
+        self._victim_unit_of[key] = unit
+        self._victim_is_gang[unit] = not single
+        self._victim_cache.pop(unit, None)
+        self._bound_priorities[prio] = self._bound_priorities.get(prio, 0) + 1
+
+    def _unindex_victim(self, key: str) -> None:
+        unit = self._victim_unit_of.pop(key, None)
+        if unit is None:
+            return
+        pods = self._victims[unit]
+        prio, _ = pods.pop(key)
+        left = self._bound_priorities[prio] - 1
+        if left:
+            self._bound_priorities[prio] = left
+        else:
+            del self._bound_priorities[prio]
+        self._victim_cache.pop(unit, None)
+        if not pods:
+            del self._victims[unit]
+            self._victim_is_gang.pop(unit, None)
+            self._victim_order = None
+
+    def lowest_bound_priority(self) -> int | None:
+        """The lowest priority of any bound, not terminating pod (None: none), without a scan."""
+        return min(self._bound_priorities) if self._bound_priorities else None
+
+    def victim_units(self, below: int, exclude: str | None = None) -> list[VictimUnit]:
+        """Every unit of bound, not terminating pods whose priority (its highest pod's) is below `below`, in unit id
+        order, except the unit `exclude` (the preemptor's own gang). The VictimUnits are frozen: safe to hand to
+        a worker thread while events keep changing the index."""
+        if self._victim_order is None:
+            self._victim_order = sorted(self._victims)
+        out = []
+        cache = self._victim_cache
+        for unit in self._victim_order:
+            u = cache.get(unit)
+            if u is None:
+                pods = self._victims[unit]
+                u = cache[unit] = VictimUnit(unit, max(p for p, _ in pods.values()),
+                                             tuple(vp for _, (_, vp) in sorted(pods.items())),
+                                             self._victim_is_gang[unit])
+            if u.priority < below and unit != exclude:
+                out.append(u)
+        return out
+
+    def victim_unit(self, unit: str) -> VictimUnit | None:
+        """One unit as the index has it now (None: no bound live pod left), for checking a decision made on an
+        earlier copy."""
+        pods = self._victims.get(unit)
+        if pods is None:
+            return None
+        return self._victim_cache.get(unit) or VictimUnit(unit, max(p for p, _ in pods.values()), tuple(
+            vp for _, (_, vp) in sorted(pods.items())), self._victim_is_gang[unit])
 
     # ------------------------------------------------------------------ views
     def topology(self) -> Topology:

@@ -46,6 +46,7 @@ class ExtenderArgs:
     pod: dict[str, Any]
     node_names: list[str]  # from NodeNames (nodeCacheCapable) or the names in Nodes.items
     full_nodes: bool  # True when full Node objects were sent (nodeCacheCapable: false)
+    nodes: list[dict[str, Any]] | None = None  # those Node objects: the answer must return the passing ones
 
 
 def is_name(value: Any) -> bool:
@@ -96,9 +97,13 @@ def validate_pod(pod: Any, where: str = "ExtenderArgs.Pod") -> None:
     _string_map(md.get("annotations"), f"{where}.metadata.annotations")
     owners = md.get("ownerReferences")
     if owners is not None and (not isinstance(owners, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("kind", ""), str) and isinstance(o.get("name", ""), str)
-            for o in owners)):
+            isinstance(o, dict) and isinstance(o.get("kind"), str) and isinstance(o.get("name"), str)
+            for o in owners)):  # both required in an OwnerReference (k8s.io/apimachinery v0.37.2 meta/v1/types.go)
         raise WireError(f"{where}.metadata.ownerReferences: expected a list of objects with string kind and name")
+    status = pod.get("status")
+    if status is not None and (not isinstance(status, dict) or any(
+            status.get(f) is not None and not isinstance(status[f], str) for f in ("phase", "nominatedNodeName"))):
+        raise WireError(f"{where}.status: expected an object with string phase and nominatedNodeName")
     spec = pod.get("spec")
     if spec is None:
         spec = {}
@@ -156,11 +161,12 @@ def parse_extender_args(body: Any) -> ExtenderArgs:
             raise WireError("ExtenderArgs.Nodes: expected a NodeList with items")
         out = []
         for i, n in enumerate(items):
-            name = ((n or {}).get("metadata") or {}).get("name") if isinstance(n, dict) else None
+            md = n.get("metadata") if isinstance(n, dict) else None
+            name = md.get("name") if isinstance(md, dict) else None
             if not isinstance(name, str):
                 raise WireError(f"ExtenderArgs.Nodes.items[{i}]: node without metadata.name")
             out.append(name)
-        return ExtenderArgs(pod, out, True)
+        return ExtenderArgs(pod, out, True, items)
     raise WireError("ExtenderArgs: neither NodeNames nor Nodes given")
 
 
@@ -213,8 +219,9 @@ def parse_preemption_args(body: Any) -> PreemptionArgs:
             raise WireError(f"{at}: expected an object with a list of Pods")
         uids = []
         for i, p in enumerate(_get(v, "Pods") or []):
+            md = p.get("metadata") if isinstance(p, dict) else None  # NodeNameToVictims: whole pods
             uid = _get(p, "UID") if meta is not None and isinstance(p, dict) else (
-                (p.get("metadata") or {}).get("uid") if isinstance(p, dict) else None)
+                md.get("uid") if isinstance(md, dict) else None)
             if not isinstance(uid, str):
                 raise WireError(f"{at}.Pods[{i}]: expected a pod with a UID")
             uids.append(uid)

@@ -3,8 +3,9 @@
     default-spread       kube-scheduler's default: pod by pod, LeastAllocated (emptiest host), no gang notion:
                          when a pod does not fit, the pods before it stay bound (a partial gang)
     most-allocated       pod by pod, MostAllocated bin-packing (fullest host that fits), no gang notion
-    kueue-bestfit        Kueue TAS BestFit: the lowest level where one domain has enough pod slots, the
-                         domain with the fewest slots that suffices, then children by most slots first
+    kueue-bestfit        Kueue TAS (v0.17.0, TASProfileMixed): from the requested level, the domain with the
+                         fewest slots that suffices (BestFit), children most slots first, the last best-fitted;
+                         unconstrained gangs LeastFreeCapacity over nodes
     topology-placement   kube-scheduler 1.36+ TopologyPlacement style: one candidate placement per domain at
                          the required level, pods fitted pod by pod, placements scored by MostAllocated
     random-fit           pods to random hosts that fit, all or nothing
@@ -123,7 +124,26 @@ class RandomFit:
 
 
 class KueueBestFit:
-    """Kueue TAS BestFit over pod-slot counts (the gang's largest request as the slot shape)."""
+    """Kueue topology-aware scheduling as sigs.k8s.io/kueue v0.17.0 places one pod set (default feature gates:
+    TASProfileMixed on, TASBalancedPlacement off), over pod-slot counts (the gang's largest request as the slot
+    shape). Follows pkg/cache/scheduler/tas_flavor_snapshot.go (v0.17.0):
+
+    - the search starts AT the requested level (`findAssignment`: the level of podset-required-topology or
+      podset-preferred-topology), not at the innermost one: `findLevelWithFitDomains` orders that level's domains
+      by free slots, most first (ties: label values ascending); if the top one holds the gang, the one with the
+      fewest slots that still holds it (`findBestFitDomain`). Required: no fit = not admitted. Preferred: no fit
+      = the next level out; at the outermost level, several domains in that order, the last one best-fitted.
+    - descent (phase 2b): the children of every chosen domain pooled and ordered the same way, consumed in that
+      order, the last one the best fit (`updateCountsToMinimumGeneric`), level by level down to the nodes
+      (`kubernetes.io/hostname`, the Topology's last level).
+    - a gang with neither level (Kueue's unconstrained / implied pod sets) uses LeastFreeCapacity
+      (`useLeastFreeCapacityAlgorithm`, the KEP-2724 matrix): nodes ordered by free slots, fewest first; the first
+      that holds the whole gang, else nodes in that order until the gang is covered.
+
+    Checked against the real Kueue v0.17.0 on KWOK by `clique bench kueue-models` (simulations/kueue_check.py).
+    Not modelled: leaders / slices / multi-layer topology, balanced placement, per-resource quota (the
+    ClusterQueue is assumed to have room), and Kueue's pod-count capacity beyond the host's pod slots.
+    """
 
     name = "kueue-bestfit"
     gang_aware = True  # all or nothing, required topology honoured
@@ -131,7 +151,7 @@ class KueueBestFit:
     def place(self, snapshot: Snapshot, gang: Gang) -> Plan:
         t = time.perf_counter()
         topo = snapshot.topology
-        nlevels = len(topo.levels)
+        nlevels = len(topo.levels)  # Kueue's Topology: these levels, then kubernetes.io/hostname (index nlevels)
         # Kueue counts how many pods of the PodSet fit per node; with several roles, take the largest shape.
         from scheduler.placement.types import Role
 
@@ -139,64 +159,85 @@ class KueueBestFit:
                      one_per_host=any(r.one_per_host for r in gang.roles))
         host_slots = {h: slots(s.free, shape) for h, s in snapshot.hosts.items()}
         need = gang.pod_count
-        req = topo.level_index(gang.required_level) if gang.required_level else None
+        requested = gang.required_level or gang.preferred_level
+        unconstrained = requested is None
+        required = gang.required_level is not None
 
-        def domain_slots(level: int, hosts: Sequence[str]) -> dict[tuple, list[str]]:
+        def key(level: int, h: str) -> tuple:
+            path = tuple(topo.host_paths[h])
+            return path[: level + 1] if level < nlevels else (*path, h)
+
+        def domains(level: int, hosts: Sequence[str]) -> dict[tuple, list[str]]:
             groups: dict[tuple, list[str]] = {}
             for h in hosts:
-                if host_slots[h]:
-                    groups.setdefault(topo.host_paths[h][: level + 1], []).append(h)
+                if host_slots[h]:  # an empty domain never fits and adds nothing to a greedy cover
+                    groups.setdefault(key(level, h), []).append(h)
             return groups
 
-        def total(hosts: Sequence[str]) -> int:
-            return sum(host_slots[h] for h in hosts)
+        def order(groups: dict[tuple, list[str]]) -> list[tuple]:
+            tot = {k: sum(host_slots[h] for h in v) for k, v in groups.items()}
+            # sortedDomains: BestFit most slots first, LeastFreeCapacity fewest first; then levelValues ascending
+            return sorted(groups, key=(lambda k: (tot[k], k)) if unconstrained else (lambda k: (-tot[k], k)))
 
-        # phase 2a: lowest level (innermost first) where a single domain fits; BestFit = fewest slots that fit
-        all_hosts = sorted(snapshot.hosts)
-        chosen: list[str] | None = None
-        start_level = 0
-        for level in range(nlevels - 1, -1, -1):
-            groups = domain_slots(level, all_hosts)
-            fitting = [(total(v), k) for k, v in groups.items() if total(v) >= need]
-            if fitting:
-                _, key = min(fitting)
-                chosen, start_level = groups[key], level + 1
-                break
-            if req is not None and level == req:
-                best = max((total(v) for v in groups.values()), default=0)
-                return _finish(self.name, snapshot, gang, [], need, t, True,
-                               f"gang {gang.name}: no {topo.levels[req].name} has {need} pod slots (best: {best})")
-        if chosen is None:
-            if total(all_hosts) < need:
-                return _finish(self.name, snapshot, gang, [], need, t, True)
-            chosen, start_level = all_hosts, 0
+        def total(groups: dict[tuple, list[str]], k: tuple) -> int:
+            return sum(host_slots[h] for h in groups[k])
 
-        # phase 2b: descend, most slots first; the last child is the smallest that covers the rest (BestFit)
-        def descend(hosts: list[str], level: int, count: int) -> list[tuple[str, int]]:
-            if level >= nlevels:
-                out, left = [], count
-                ordered = sorted(hosts, key=lambda h: (-host_slots[h], h))
-                while left > 0 and ordered:
-                    fit = [h for h in ordered if host_slots[h] >= left]
-                    h = min(fit, key=lambda x: (host_slots[x], x)) if fit else ordered[0]
-                    take = min(left, host_slots[h])
-                    out.append((h, take))
-                    left -= take
-                    ordered.remove(h)
-                return out
-            groups = domain_slots(level, hosts)
-            ordered = sorted(groups, key=lambda k: (-total(groups[k]), k))
-            out, left = [], count
-            while left > 0 and ordered:
-                fit = [k for k in ordered if total(groups[k]) >= left]
-                k = min(fit, key=lambda x: (total(groups[x]), x)) if fit else ordered[0]
-                take = min(left, total(groups[k]))
-                out += descend(groups[k], level + 1, take)
+        def best_fit(groups: dict[tuple, list[str]], keys: list[tuple], needed: int) -> tuple:
+            # findBestFitDomainBy: the first domain (in order) with the fewest slots that still cover `needed`
+            best = keys[0]
+            for k in keys:
+                if needed <= total(groups, k) < total(groups, best):
+                    best = k
+            return best
+
+        def consume(groups: dict[tuple, list[str]], keys: list[tuple], count: int) -> list[tuple[tuple, int]]:
+            # updateCountsToMinimumGeneric (no leaders, slices of one pod)
+            out, left, rest = [], count, list(keys)
+            while left > 0 and rest:
+                k = rest[0]
+                if not unconstrained and total(groups, k) >= left:
+                    k = best_fit(groups, rest, left)
+                take = min(left, total(groups, k))
+                out.append((k, take))
                 left -= take
-                ordered.remove(k)
-            return out
+                rest.remove(k)
+            return out if left == 0 else []
 
-        per_host = descend(chosen, start_level, need)
+        # phase 2a: the level where the assignment is made, and its domain(s)
+        all_hosts = sorted(snapshot.hosts)
+        level = nlevels if unconstrained else topo.level_index(requested)
+        while True:
+            groups = domains(level, all_hosts)
+            keys = order(groups)
+            if not keys:
+                return _finish(self.name, snapshot, gang, [], need, t, True, f"gang {gang.name}: no node has room")
+            fitting = [k for k in keys if total(groups, k) >= need]
+            if unconstrained:
+                chosen = [(fitting[0], need)] if fitting else consume(groups, keys, need)
+                break
+            if fitting:
+                chosen = [(best_fit(groups, keys, need), need)]
+                break
+            if required:
+                return _finish(self.name, snapshot, gang, [], need, t, True,
+                               f"gang {gang.name}: no {topo.levels[level].name} has {need} pod slots "
+                               f"(best: {total(groups, keys[0])})")
+            if level > 0:
+                level -= 1
+                continue
+            chosen = consume(groups, keys, need)
+            break
+        if not chosen:
+            return _finish(self.name, snapshot, gang, [], need, t, True,
+                           f"gang {gang.name}: the cluster has fewer than {need} pod slots")
+
+        # phase 2b: down level by level, children of all chosen domains pooled
+        pool = [h for k, _ in chosen for h in groups[k]]
+        for lv in range(level + 1, nlevels + 1):
+            groups = domains(lv, pool)
+            chosen = consume(groups, order(groups), need)
+            pool = [h for k, _ in chosen for h in groups[k]]
+        per_host = [(groups[k][0], n) for k, n in chosen]  # at the node level each domain is one host
         # Assign the gang's pods to the chosen slots, checking real fit (slots used the largest shape: safe).
         pods = _pods(gang)
         placed: list[Assignment] = []

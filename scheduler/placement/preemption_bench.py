@@ -13,6 +13,15 @@ cases whose cost (highest victim priority, GPUs) equals the reference minimum (C
 with no time limit, pruned only by proven lower bounds); proofs by kind; the largest greedy-fallback gap reported;
 and beside it kube-scheduler's pod-by-pod preemption on the same cases (GPUs evicted, share of gangs that end up
 inside one domain of their required level, victim gangs broken by evicting part of them).
+
+The victim list, as the extender builds it (scheduler/extender/state.py's victim index), per size on the first
+case's load turned into pod objects in a ClusterState: `victims_index_cold_ms` the first build after a full list,
+`victims_index_p50_ms`/`p99_ms` each case's build after 10 pod events since the last one (what a decision pays),
+`victims_scan_ms` the scan of every pod the index replaces, `index_event_us` the mean cost of one pod event with the
+index kept; `decision_with_victims_p99_ms` the p99 of (victim list + decision) per case. The decision itself runs
+in a worker thread in the extender (the list is built on its event loop): `loop_max_gap_ms` is the longest an
+event loop beside it went without running (a 1 ms ticker) over the first LOOP_CASES cases, against
+`loop_gap_cases_decision_max_ms`, the longest of those decisions.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from topology.model import topology_from_spec
 from topology.spec import ClusterSpec, parse_cluster_spec
 
 PREEMPTOR_PRIORITY = 1000
+LOOP_CASES = 10  # cases per size whose decision also runs in a thread beside a ticking event loop
 
 
 def bench_cluster(hosts: int) -> ClusterSpec:
@@ -144,6 +154,77 @@ def preemptors(seed: int, count: int) -> list[Gang]:
     return out
 
 
+def _pod_objects(units: list[VictimUnit]) -> list[dict]:
+    """The load as the API would serve it: a gang unit's pods carry clique.dev/gang annotations."""
+    out = []
+    for u in units:
+        for p in u.pods:
+            ns, name = p.key.split("/", 1)
+            ann = {"clique.dev/gang": u.id, "clique.dev/gang-size": str(len(u.pods))} if u.gang else {}
+            out.append({"metadata": {"name": name, "namespace": ns, "uid": name, "annotations": ann},
+                        "spec": {"nodeName": p.host, "priority": u.priority, "containers": [
+                            {"name": "c", "resources": {"requests": {"nvidia.com/gpu": str(p.request[0])}}}]},
+                        "status": {"phase": "Running"}})
+    return out
+
+
+def victim_list_times(units: list[VictimUnit], cases: int, seed: int) -> dict:
+    """Victim list build times on the extender's state (see the module docstring)."""
+    from scheduler.extender.preemption import units_by_scan
+    from scheduler.extender.state import ClusterState
+    from topology.levels import preset
+
+    pods = _pod_objects(units)
+    state = ClusterState(preset("generic"))
+    started = time.perf_counter()
+    state._set_pods(pods)
+    event_us = (time.perf_counter() - started) * 1e6 / max(1, len(pods))
+    started = time.perf_counter()
+    cold = state.victim_units(PREEMPTOR_PRIORITY)
+    cold_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    scanned = units_by_scan(state.pods, "", PREEMPTOR_PRIORITY)
+    scan_ms = (time.perf_counter() - started) * 1000
+    assert [u.id for u in scanned] == [u.id for u in cold], "victim index and scan disagree"
+    rng = random.Random(seed)
+    warm = []
+    for _ in range(cases):
+        for p in rng.sample(pods, 10):  # pods updated since the last decision (a status change, a rebind)
+            state._pod_event("MODIFIED", p)
+        started = time.perf_counter()
+        state.victim_units(PREEMPTOR_PRIORITY)
+        warm.append((time.perf_counter() - started) * 1000)
+    return {"victims_index_cold_ms": round(cold_ms, 2), "victims_ms": warm, "victims_scan_ms": round(scan_ms, 2),
+            "index_event_us": round(event_us, 1), "victim_units": len(cold)}
+
+
+def loop_gap_ms(snap: Snapshot, gang: Gang, units: list[VictimUnit]) -> tuple[float, float]:
+    """(the longest the event loop went without running, decision ms) while choose_victims runs in a worker thread
+    as the extender runs it (asyncio.to_thread), measured by a 1 ms ticker on the loop."""
+    import asyncio
+
+    async def main() -> tuple[float, float]:
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0.005)
+        d = await asyncio.to_thread(choose_victims, snap, gang, PREEMPTOR_PRIORITY, units)
+        stop.set()
+        await task
+        return max(gaps) * 1000, d.solve_ms
+
+    return asyncio.run(main())
+
+
 def run_size(hosts: int, cases: int, seed: int) -> dict:
     spec = bench_cluster(hosts)
     topo = topology_from_spec(spec)
@@ -152,8 +233,12 @@ def run_size(hosts: int, cases: int, seed: int) -> dict:
     proofs: Counter[str] = Counter()
     minimal, compared, gaps, gpus, ref_ms = 0, 0, [], 0, []
     base_gpus, base_one, base_broken = 0, 0, 0
+    victims: dict = {}
+    loop_gaps: list[tuple[float, float]] = []
     for k, gang in enumerate(gangs):
         states, units = full_load(topo, seed * 1000 + hosts + k)
+        if k == 0:
+            victims = victim_list_times(units, cases, seed)
         snap = Snapshot(topo, states)
         if k == 0:  # warm-up, untimed: the first CP-SAT call in a process pays a one-time initialisation
             choose_victims(snap, gang, PREEMPTOR_PRIORITY, units)
@@ -170,10 +255,20 @@ def run_size(hosts: int, cases: int, seed: int) -> dict:
         if d.proof == "greedy-fallback":
             gaps.append(d.gap_gpus)
         gpus += d.cost[1] if d.cost else 0
+        if k < LOOP_CASES:
+            loop_gaps.append(loop_gap_ms(snap, gang, units))
         bg, bone, bb = pod_by_pod(snap, gang, PREEMPTOR_PRIORITY, units)
         base_gpus, base_one, base_broken = base_gpus + bg, base_one + int(bone), base_broken + bb
     t = sorted(times)
-    return {"nodes": hosts, "cases": cases, "p50_ms": round(statistics.median(t), 2),
+    vt = victims.pop("victims_ms")
+    both = sorted(a + b for a, b in zip(times, vt))
+    vs = sorted(vt)
+    victims.update({"victims_index_p50_ms": round(statistics.median(vs), 3),
+                    "victims_index_p99_ms": round(vs[min(len(vs) - 1, int(0.99 * len(vs)))], 3),
+                    "decision_with_victims_p99_ms": round(both[min(len(both) - 1, int(0.99 * len(both)))], 2),
+                    "loop_max_gap_ms": round(max(g for g, _ in loop_gaps), 1) if loop_gaps else None,
+                    "loop_gap_cases_decision_max_ms": round(max(d for _, d in loop_gaps), 1) if loop_gaps else None})
+    return {**victims, "nodes": hosts, "cases": cases, "p50_ms": round(statistics.median(t), 2),
             "p99_ms": round(t[min(len(t) - 1, int(0.99 * len(t)))], 2), "max_ms": round(t[-1], 2),
             "min_gpus_share": round(minimal / max(1, compared), 4), "gpus_preempted": gpus,
             "proofs": dict(sorted(proofs.items())), "max_gap_gpus": max(gaps, default=0),
@@ -201,7 +296,7 @@ def cmd_bench_preemption(args: argparse.Namespace) -> int:
         print(f"[bench preemption] {n} nodes: {cases} cases in {time.perf_counter() - started:.1f}s", file=sys.stderr,
               flush=True)
     cols = ["nodes", "cases", "p50_ms", "p99_ms", "max_ms", "min_gpus_share", "gpus_preempted", "max_gap_gpus",
-            "reference_p50_ms"]
+            "reference_p50_ms", "victims_index_p99_ms", "victims_scan_ms", "decision_with_victims_p99_ms"]
     print(" ".join(f"{c:>16}" for c in cols) + "  proofs")
     for r in rows:
         print(" ".join(f"{r[c]:>16}" for c in cols) + f"  {r['proofs']}  pod-by-pod baseline: {r['pod_by_pod']}")

@@ -165,6 +165,10 @@ def ldflags(component: Component) -> str:
         pkg = "sigs.k8s.io/lws/pkg/version"
         return (f"-s -w -X {pkg}.GitVersion={v} -X {pkg}.GitCommit=module-{v} "
                 f"-X {pkg}.BuildDate=1970-01-01T00:00:00Z")
+    if component.name == "kueue":  # sigs.k8s.io/kueue@v0.17.0 pkg/version/version.go (Makefile LD_FLAGS)
+        pkg = "sigs.k8s.io/kueue/pkg/version"
+        return (f"-s -w -X {pkg}.GitVersion={v} -X {pkg}.GitCommit=module-{v} "
+                f"-X {pkg}.BuildDate=1970-01-01T00:00:00Z")
     return "-s -w"
 
 

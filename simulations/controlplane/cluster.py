@@ -64,6 +64,10 @@ class ControlPlaneOptions:
     feature_gates: dict[str, bool] = field(default_factory=dict)  # passed to every Kubernetes component
     runtime_config: dict[str, bool] = field(default_factory=dict)  # kube-apiserver --runtime-config (alpha APIs)
     lws: bool = False  # True: the real LeaderWorkerSet controller (CRD, webhooks, manager); see lws.py
+    kueue: bool = False  # True: the real Kueue manager with TAS (CRDs, webhooks, manager); see kueue.py
+    # kube-apiserver audit log (level Metadata, JSON lines at <workdir>/audit.log) of requests by users in these
+    # groups only, e.g. ("system:serviceaccounts:clique-system",); empty: no audit log. See audit.py.
+    audit_user_groups: tuple[str, ...] = ()
     ready_timeout_s: float = 120.0
 
 
@@ -76,10 +80,13 @@ class ControlPlane:
         self._owns_workdir = self.options.workdir is None
         self.workdir = Path(self.options.workdir or tempfile.mkdtemp(prefix="clique-cp-"))
         self.procs: dict[str, P.Proc] = {}
+        self._probes: dict[str, tuple[Any, str]] = {}  # name -> (readiness probe, what it waits for): restarts
         self.ports: dict[str, int] = {}
         self.tokens: dict[str, str] = {}
         self.kubeconfig = self.workdir / "kubeconfig"
         self.server = ""
+        self._on_stop: list[Any] = []  # callables run once after every process has stopped (see on_stop)
+        self.audit_log: Path | None = None  # set when options.audit_user_groups turns the audit log on
 
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> "ControlPlane":
@@ -94,6 +101,8 @@ class ControlPlane:
         binaries = self._binaries or ensure_binaries()
         if self.options.lws:  # build (once, cached) before anything starts
             ensure_optional("lws")
+        if self.options.kueue:
+            ensure_optional("kueue")
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_all(binaries)
@@ -136,7 +145,7 @@ class ControlPlane:
             f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
             f"--service-account-issuer={self.server}", "--service-cluster-ip-range=10.0.0.0/24",
             "--allow-privileged=true", "--endpoint-reconciler-type=none", "--profiling=false",
-            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}", *self._audit_args(),
             *([f"--runtime-config={runtime}"] if runtime else []), *gate_args,
             # Without the controller-manager nothing would lift the not-ready taint this plugin puts on new nodes.
             *([] if o.start_controller_manager else ["--disable-admission-plugins=TaintNodesByCondition"]),
@@ -154,6 +163,10 @@ class ControlPlane:
             from simulations.controlplane import lws
 
             lws.install_crd(self)
+        if o.kueue:  # likewise Kueue's CRDs (workloads are owned by their pods)
+            from simulations.controlplane import kueue
+
+            kueue.install_crds(self)
 
         if o.start_controller_manager:
             self._start_controller_manager(b, pki, kubeconfigs, gate_args)
@@ -167,6 +180,21 @@ class ControlPlane:
             self._apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "default"}}])
         if o.lws:  # last: its readiness check dry-runs a pod, which needs the default ServiceAccount
             lws.start(self)  # the manager joins self.procs, so stop() (and `cluster down`) stops it first
+        if o.kueue:  # last, for the same reason
+            kueue.start(self)
+
+    def _audit_args(self) -> list[str]:
+        """kube-apiserver audit flags (k8s.io/apiserver v0.37.2 pkg/server/options/audit.go: --audit-policy-file,
+        --audit-log-path, --audit-log-format; the log backend's default mode is blocking, so an event is in the
+        file by the time its response is complete)."""
+        if not self.options.audit_user_groups:
+            return []
+        from simulations.controlplane.audit import audit_policy
+
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(audit_policy(self.options.audit_user_groups)))
+        self.audit_log = self.workdir / "audit.log"
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-format=json"]
 
     def _start_controller_manager(self, b: Binaries, pki, kubeconfigs, gate_args) -> None:
         self.ports["kube-controller-manager"] = P.free_port()
@@ -217,6 +245,26 @@ class ControlPlane:
             *([f"--feature-gates={gates}"] if gates else []),
         ], lambda: P.http_ok(f"https://127.0.0.1:{port}/healthz", insecure=True), f"{name} /healthz")
 
+    def restart_component(self, name: str, kill: bool = False) -> float:
+        """Stop one component (SIGTERM, or SIGKILL with `kill`) and start it again with the same command line
+        (same port, data and certificates), waiting until it is ready as at start-up. Returns the seconds taken."""
+        import os
+        import signal
+
+        started = time.monotonic()
+        proc = self.procs[name]
+        if kill and proc.alive():
+            os.kill(proc.pid, signal.SIGKILL)
+        P.stop(proc)
+        probe, what = self._probes[name]
+        self._start(name, proc.argv, probe, what)
+        self._write_state()
+        return time.monotonic() - started
+
+    def on_stop(self, cleanup: Any) -> None:
+        """Run `cleanup()` once when stop() has stopped every process (e.g. kueue.py's /etc/kueue certificate)."""
+        self._on_stop.append(cleanup)
+
     def stop_component(self, name: str) -> None:
         proc = self.procs.pop(name, None)
         if proc:
@@ -228,6 +276,8 @@ class ControlPlane:
             P.stop(self.procs[name])
         leftovers = [f"{p.name} (pid {p.pid})" for p in self.procs.values() if p.alive()]
         self.procs.clear()
+        while self._on_stop:
+            self._on_stop.pop()()
         if leftovers:
             raise P.ControlPlaneError(f"processes still running after stop: {', '.join(leftovers)}")
         if self._owns_workdir:
@@ -239,6 +289,7 @@ class ControlPlane:
     def _start(self, name: str, argv: list[str], probe: Any, what: str) -> P.Proc:
         proc = P.start(name, argv, self.workdir / "logs", detached=self.options.detached)
         self.procs[name] = proc
+        self._probes[name] = (probe, what)
         P.wait_until(proc, probe, what, self.options.ready_timeout_s)
         return proc
 
@@ -326,5 +377,9 @@ def stop_detached(workdir: Path) -> list[str]:
         if proc.alive():  # alive() checks the PID still runs the recorded binary
             P.stop(proc)
             stopped.append(name)
+    if "kueue-controller-manager" in state["processes"]:  # its /etc/kueue metrics certificate (kueue.py)
+        from simulations.controlplane.kueue import MetricsCertSlot
+
+        MetricsCertSlot(str(Path(state["workdir"]).resolve())).release()
     (workdir / "state.json").unlink(missing_ok=True)
     return stopped

@@ -36,6 +36,7 @@ import yaml
 from simulations.controlplane import processes as P
 from simulations.controlplane.build import asset_path, ensure_optional
 from simulations.controlplane.pki import create_serving_certs
+from simulations.controlplane.webhook import create_or_replace as create_or_replace_webhooks
 from simulations.controlplane.versions import LWS
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ def start(cp: "ControlPlane") -> P.Proc:
             str(binary), f"--config={cfg_path}", f"--kubeconfig={cp.kubeconfig}", "--zap-log-level=info",
         ], lambda: P.http_ok(f"http://127.0.0.1:{health_port}/readyz"), "lws /readyz")
 
-        _create_or_replace_webhooks(api, webhook_manifests(webhook_port, ca_pem))
+        create_or_replace_webhooks(api, webhook_manifests(webhook_port, ca_pem))
         _wait_webhooks_answer(api, proc, timeout)
         return proc
     finally:
@@ -293,31 +294,6 @@ def _wait_crd_established(api: Any, timeout_s: float) -> None:
                 pass
         time.sleep(0.2)
     raise P.ControlPlaneError(f"CRD {CRD_NAME} not Established within {timeout_s:.0f}s (conditions: {conds})")
-
-
-def _create_or_replace_webhooks(api: Any, manifests: list[dict[str, Any]]) -> None:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    adm = client.AdmissionregistrationV1Api(api)
-    verbs = {
-        "MutatingWebhookConfiguration": (adm.create_mutating_webhook_configuration,
-                                         adm.read_mutating_webhook_configuration,
-                                         adm.replace_mutating_webhook_configuration),
-        "ValidatingWebhookConfiguration": (adm.create_validating_webhook_configuration,
-                                           adm.read_validating_webhook_configuration,
-                                           adm.replace_validating_webhook_configuration),
-    }
-    for doc in manifests:
-        create, read, replace = verbs[doc["kind"]]
-        try:
-            create(doc)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            doc = copy.deepcopy(doc)  # left from an earlier run of this work directory: point it at this manager
-            doc["metadata"]["resourceVersion"] = read(doc["metadata"]["name"]).metadata.resource_version
-            replace(doc["metadata"]["name"], doc)
 
 
 def _probe_pod() -> dict[str, Any]:

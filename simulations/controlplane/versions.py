@@ -19,6 +19,9 @@ KWOK_VERSION = "v0.8.0"
 LWS_VERSION = "v0.8.0"
 """sigs.k8s.io/lws (LeaderWorkerSet controller manager, `sigs.k8s.io/lws/cmd`); optional: built only when asked."""
 
+KUEUE_VERSION = "v0.17.0"
+"""sigs.k8s.io/kueue (the Kueue manager, `sigs.k8s.io/kueue/cmd/kueue`); optional: built only when asked."""
+
 MIN_GO = (1, 26)
 """The Kubernetes, etcd and kwok modules declare `go 1.26.0` (lws v0.8.0 declares `go 1.25.0`)."""
 
@@ -45,5 +48,8 @@ ALL_COMPONENTS = (*KUBE_COMPONENTS, ETCD, KWOK)
 
 LWS = Component("lws", "sigs.k8s.io/lws", "sigs.k8s.io/lws/cmd", LWS_VERSION, f"lws-{LWS_VERSION}",
                 assets=("config/crd/bases", "config/webhook"))
-OPTIONAL_COMPONENTS: dict[str, tuple[Component, ...]] = {"lws": (LWS,)}
+# Kueue's manifests live under config/components/ in the module (sigs.k8s.io/kueue@v0.17.0).
+KUEUE = Component("kueue", "sigs.k8s.io/kueue", "sigs.k8s.io/kueue/cmd/kueue", KUEUE_VERSION, f"kueue-{KUEUE_VERSION}",
+                  assets=("config/components/crd", "config/components/webhook"))
+OPTIONAL_COMPONENTS: dict[str, tuple[Component, ...]] = {"lws": (LWS,), "kueue": (KUEUE,)}
 """Built only on request (`clique build --with lws`, `ControlPlaneOptions(lws=True)`), never by default."""

@@ -1,10 +1,12 @@
 """The shipped MutatingWebhookConfiguration (manifests/scheduler/webhook.yaml) pointed at an extender's webhook on
-127.0.0.1 (a `url` and caBundle in place of the in-cluster Service), for the benchmarks, the demo and the tests.
-Side effects: `registered` creates the configuration and deletes it on exit."""
+127.0.0.1 (a `url` and caBundle in place of the in-cluster Service), for the benchmarks, the demo and the tests;
+and `create_or_replace`, which installs the upstream webhook configurations of the controllers the harness runs
+(LWS, Kueue). Side effects: `registered` creates the configuration and deletes it on exit."""
 
 from __future__ import annotations
 
 import base64
+import copy
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,3 +46,30 @@ def registered(api: Any, port: int, ca: bytes, name: str | None = None) -> Itera
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def create_or_replace(api: Any, manifests: list[dict[str, Any]]) -> None:
+    """Create each Mutating/ValidatingWebhookConfiguration; one left from an earlier run of the same work directory
+    (409) is replaced, so it points at the manager started now."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    adm = client.AdmissionregistrationV1Api(api)
+    verbs = {
+        "MutatingWebhookConfiguration": (adm.create_mutating_webhook_configuration,
+                                         adm.read_mutating_webhook_configuration,
+                                         adm.replace_mutating_webhook_configuration),
+        "ValidatingWebhookConfiguration": (adm.create_validating_webhook_configuration,
+                                           adm.read_validating_webhook_configuration,
+                                           adm.replace_validating_webhook_configuration),
+    }
+    for doc in manifests:
+        create, read, replace = verbs[doc["kind"]]
+        try:
+            create(doc)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            doc = copy.deepcopy(doc)
+            doc["metadata"]["resourceVersion"] = read(doc["metadata"]["name"]).metadata.resource_version
+            replace(doc["metadata"]["name"], doc)

@@ -24,12 +24,14 @@ from topology.spec import parse_cluster_spec
 MANIFESTS = Path(__file__).parents[2] / "manifests"
 
 
-def start_agent(control_plane, node: str, profile: str, tmp: Path) -> tuple[subprocess.Popen, int, Path]:
+def start_agent(control_plane, node: str, profile: str, tmp: Path,
+                kubeconfig: Path | None = None) -> tuple[subprocess.Popen, int, Path]:
+    """The agent with a fake NVML `profile` publishing to `node`, as the harness admin or as `kubeconfig`'s user."""
     port = free_port()
     log = tmp / f"agent-{node}.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "topology.agent", "--fake-nvml", profile, "--node-name", node,
-                                 "--kubeconfig", str(control_plane.kubeconfig), "--listen", f"127.0.0.1:{port}",
+                                 "--kubeconfig", str(kubeconfig or control_plane.kubeconfig), "--listen", f"127.0.0.1:{port}",
                                  "--interval", "0.3"], stdout=fh, stderr=subprocess.STDOUT,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
     return proc, port, log

@@ -70,11 +70,12 @@ def test_timed_dynamo_mix_binds_gangs_whole_and_deletes_them_when_the_trace_says
     assert r["speedup"] == 10 and len([w for w in results[0].waits_s if w >= 0]) == r["placed"]
 
 
-def test_replay_on_the_control_plane_runs_the_real_autoscaler_and_reports_it_beside_the_offline_run(tmp_path):
+def test_replay_on_the_control_plane_runs_the_real_planner_and_reports_it_beside_the_offline_run(tmp_path):
     result = clique("replay", "--kwok", "--limit", "600", "--kwok-speedup", "30", "--output", str(tmp_path), "--json")
     assert result["simulation"] == "autoscaling-kwok" and result["requests"] == 600
     real, offline, oracle = result["results"]
-    assert real["policy"] == "clique (API server)" and offline["policy"] == "clique-reactive" and oracle["policy"] == "oracle"
+    # the daemon runs the look-ahead planner (fed by a real Prometheus); its offline twin is `clique`
+    assert real["policy"] == "clique (API server)" and offline["policy"] == "clique" and oracle["policy"] == "oracle"
     assert real["requests"] == 600, "every request was served by replicas the cluster bound"
     assert real["scale_events"] >= 1, "the autoscaler patched the StatefulSets"
     assert 0 < real["ttft_slo_attainment"] <= 1 and real["gpu_hours"] > 0

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import copy
 import json
+import os
 import logging
 import ssl
 from pathlib import Path
@@ -18,6 +19,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+LONG_EXAMPLES = int(os.environ.get("CLIQUE_FUZZ_EXAMPLES", "0"))  # the long fuzz run (readme-fuzz)
 
 from clique.cli import main
 from scheduler.extender.admission import (MAX_BODY, NotAReview, WebhookServer, parse_review, patch_for, review,
@@ -259,7 +262,7 @@ def _bodies(draw) -> bytes:
     return json.dumps(body).encode()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=max(300, LONG_EXAMPLES), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bodies=st.lists(_bodies(), min_size=1, max_size=5))
 async def test_random_and_malformed_bodies_never_get_a_5xx_nor_block_a_pod(bodies, caplog):
     caplog.set_level(logging.WARNING)

@@ -5,11 +5,14 @@ the valid ones."""
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+LONG_EXAMPLES = int(os.environ.get("CLIQUE_FUZZ_EXAMPLES", "0"))  # the long fuzz run (readme-fuzz)
 
 from autoscaler.policy import POLICY_LABEL, Policy, PolicyError, parse_policy, policies_in_file
 from clique.cli import main as clique_main
@@ -192,7 +195,7 @@ def raw_yaml(doc) -> str:
     return text.replace(HUGE, "9" * 5000).replace(DEEP, "[" * 2000 + "]" * 2000)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=max(200, LONG_EXAMPLES), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(changes=st.lists(st.tuples(st.sampled_from(FIELD_PATHS), values), min_size=1, max_size=3))
 def test_random_values_at_policy_fields_give_a_policy_or_an_error_naming_a_changed_field(changes):
     doc = copy.deepcopy(GOOD)
@@ -207,7 +210,7 @@ def test_random_values_at_policy_fields_give_a_policy_or_an_error_naming_a_chang
             any(path[0] in text for path, _ in changes), (changes, text)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=max(200, LONG_EXAMPLES), deadline=None)
 @given(content=st.one_of(st.binary(max_size=200), st.text(max_size=200),
                          st.text(alphabet="[]{}:,-&*!|>'\"#%@` \n\t0123456789abc.x~?", max_size=120)))
 def test_random_text_and_bytes_give_a_policy_or_an_error(tmp_path_factory, content):

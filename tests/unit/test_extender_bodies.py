@@ -5,6 +5,7 @@ a plan are refused before any Binding is sent."""
 from __future__ import annotations
 
 import json
+import os
 import logging
 import math
 
@@ -12,6 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+LONG_EXAMPLES = int(os.environ.get("CLIQUE_FUZZ_EXAMPLES", "0"))  # the long fuzz run (readme-fuzz)
 
 from scheduler.extender.service import Extender
 from scheduler.extender.state import ClusterState
@@ -142,7 +145,7 @@ def _bodies(draw):
     return "bind", json.dumps(fields)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=max(300, LONG_EXAMPLES), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cases=st.lists(_bodies(), min_size=1, max_size=5))
 async def test_random_and_malformed_bodies_never_get_a_5xx(cases, caplog):
     ext, _ = _extender()

@@ -20,9 +20,11 @@ def obs(now, tokens, requests=None, queue=0, queue_tokens=0.0, inflight=0, p=1, 
 
 
 def feed(planner, per_second, seconds, start=0.0, step=15, **kw):
+    """Observations every `step` s; the replicas observed are what the previous plan asked for (unless given)."""
     plan = None
     for t in range(int(start), int(start + seconds), step):
-        plan = planner.observe(obs(t + step, per_second(np.arange(t, t + step)), **kw))
+        held = {} if plan is None else {"p": plan.prefill, "d": plan.decode}
+        plan = planner.observe(obs(t + step, per_second(np.arange(t, t + step)), **{**held, **kw}))
     return plan
 
 
@@ -111,3 +113,69 @@ def test_bad_config_and_bad_observation_say_what_is_wrong():
         PlannerConfig(prefill_tokens_per_s=1, decode_slots=1, load_s=1, ttft_slo_s=1, attainment=1.5)
     with pytest.raises(ValueError, match="3 token bins but 2 request bins"):
         Planner(CFG).observe(Observation(15, [1, 2, 3], [1, 1], 0, 0, 0, 1, 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0, 60000), min_size=1, max_size=120))
+def test_window_misses_counts_what_the_fluid_queue_misses_for_every_replica_count(tokens):
+    from autoscaler.forecast import window_misses
+
+    tok = np.asarray(tokens)
+    req = np.ceil(tok / 2000)
+    mp = np.where(req > 0, tok / np.maximum(req, 1), 0.0)
+    miss = window_misses(tok, req, 16000, 2.0, 1.0, 8)
+    assert miss[0] == req.sum()
+    for n in range(1, 9):
+        assert miss[n] == pytest.approx(fluid_miss_share(tok, req, mp, n, 16000, 2.0, 1.0) * req.sum(), abs=1e-6)
+    assert all(a >= b for a, b in zip(miss, miss[1:]))
+
+
+def test_the_cheapest_class_plan_spends_the_miss_budget_where_holding_replicas_costs_most():
+    from autoscaler.forecast import cheapest_class_plan
+
+    # class 0: 98 idle windows and 2 burst onsets of 50 requests that need 4 replicas (misses 50 below 4);
+    # class 1: 20 busy windows of 100 requests that need 2
+    classes = np.array([0] * 100 + [1] * 20)
+    misses = np.zeros((120, 9))
+    misses[:, 0] = [0] * 98 + [50, 50] + [100] * 20
+    misses[98:100, 1:4] = 50
+    misses[100:, 1] = 100
+    requests = np.array([0.0] * 98 + [50, 50] + [100] * 20)
+    strict = cheapest_class_plan(classes, misses, requests, 0.999, 1, 8)
+    assert strict.replicas == {0: 4, 1: 2} and strict.attainment == 1.0
+    # 95%: the 100 requests of the onsets (4.8% of 2,100) are let go rather than hold 4 replicas through 100
+    # windows of class 0; the busy class still gets what it needs
+    loose = cheapest_class_plan(classes, misses, requests, 0.95, 1, 8)
+    assert loose.replicas == {0: 1, 1: 2} and loose.attainment == pytest.approx(1 - 100 / 2100)
+    # the rule of succession: one more window of class 0 like a burst, and its count must cover it again
+    prior = {0: (misses[98] * 2, 100.0)}
+    kept = cheapest_class_plan(classes, misses, requests, 0.95, 1, 8, prior)
+    assert kept.replicas[0] == 4
+
+
+def test_a_quiet_stretch_after_a_burst_keeps_burst_headroom_while_the_evidence_is_thin():
+    planner = Planner(CFG)
+    burst = lambda t: np.where((t >= 30) & (t < 45), 50000.0, 0.0)  # noqa: E731 - one 15 s burst, then quiet
+    plan = feed(planner, burst, 300)
+    assert plan.burst_replicas >= 2, plan.reason  # a quiet horizon may bring the burst again, one replica heavier
+    assert "past horizons" in plan.reason
+    without = Planner(replace_cfg(prior=False))
+    assert feed(without, burst, 300).burst_replicas < plan.burst_replicas
+
+
+def replace_cfg(**kw):
+    from dataclasses import replace
+
+    return replace(CFG, **kw)
+
+
+def test_decode_covers_its_forecast_plus_how_much_in_flight_rose_within_a_horizon_before():
+    planner = Planner(CFG)
+    # sequences in flight: 64, with a rise to 192 for a minute every 10 minutes
+    plan = None
+    for t in range(15, 3600, 15):
+        inflight = 192 if t % 600 < 60 else 64
+        plan = planner.observe(obs(t, np.full(15, 1000.0), inflight=inflight,
+                                   p=plan.prefill if plan else 1, d=plan.decode if plan else 1))
+    assert plan.decode >= 3, plan.reason  # 64 now + a rise of 128 seen within 75 s, over 64 slots
+    assert "rise within 75s" in plan.reason

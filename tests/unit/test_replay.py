@@ -126,3 +126,38 @@ def test_the_diurnal_trace_has_a_day_cycle_and_is_reproducible(tmp_path):
     back = load_requests(out)
     assert len(back) > 1500 and back[0].time == 0.0
     assert trace_main(["--out", str(out), "--requests", "0"]) == 2
+
+
+def test_replays_in_worker_processes_give_the_same_results_as_one_after_another():
+    from dataclasses import replace
+
+    from simulations.replay import clique_planner, run_replays
+
+    reqs = load_requests(data_file("azure-code"), limit=400)
+    cfg = ModelConfig()
+    jobs = [(reqs, "clique", clique_planner(cfg), cfg, False, True),
+            (reqs, "fixed", fixed_fleet(cfg, 2, 1), replace(cfg, interval_s=60.0), False, True),
+            (reqs, "kpa", kpa_panic(cfg), replace(cfg, interval_s=2.0), False, False)]
+    serial = run_replays(jobs, workers=1)
+    fresh = [(reqs, "clique", clique_planner(cfg), cfg, False, True),  # policies keep state: new ones
+             (reqs, "fixed", fixed_fleet(cfg, 2, 1), replace(cfg, interval_s=60.0), False, True),
+             (reqs, "kpa", kpa_panic(cfg), replace(cfg, interval_s=2.0), False, False)]
+    forked = run_replays(fresh, workers=2)
+    assert serial[:2] == forked[:2] and serial[2].summary() == forked[2].summary()
+    assert serial[2].ttft == forked[2].ttft
+
+
+def test_the_kwok_planner_policies_are_valid_and_compress_time_by_the_speedup():
+    from autoscaler.policy import parse_policy
+    from simulations.kwok_replay import PLANNER_SERIES, planner_policy_docs, planner_values
+
+    cfg = ModelConfig()
+    docs = planner_policy_docs(cfg, speedup=30)
+    pre, dec = (parse_policy("replay", name, docs[name]) for name in ("prefill", "decode"))
+    assert pre.planner.role == "Prefill" and dec.planner.role == "Decode"
+    assert pre.planner.prefill_tokens_per_s == cfg.prefill_tokens_per_s * 30
+    assert pre.planner.load_s == pytest.approx(cfg.load_delay_s / 30) and pre.interval_s == pytest.approx(0.5)
+    assert set(dict(pre.planner.series).values()) == set(PLANNER_SERIES)
+    values = planner_values(sig(15, prefill_queue_requests=3, decode_running=5, decode_waiting=2), 1e5, 40)
+    assert values == {"vllm:prompt_tokens_total": 1e5, "vllm:request_success_total": 40,
+                      "vllm:num_requests_waiting": 3, "vllm:num_requests_running": 7}

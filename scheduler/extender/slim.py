@@ -1,0 +1,131 @@
+"""What the cluster state keeps of a pod: only the fields the extender and the autoscaler read. Pure.
+
+A pod as the API server serves it costs about 29 KB as Python objects (managedFields, volumes, env, probes, the
+kubelet's container statuses), so 50,000 pods would hold 1.4 GB; what scheduler/ reads of a pod from the state
+(gangs.py, extender/service, gangbook, gang_health, health_loop, recovery, pinning, preemption, nodefit, binder,
+state) is kept, the rest dropped, for about 1.5 KB a pod. Parts that pods of one template share (containers,
+tolerations, affinity, owner references, annotations, ...) are kept once and shared by all the pods that have
+them, and strings are interned. Slim pods, and so everything in ClusterState.pods, are read-only: no code
+changes a pod dict it reads from the state (a change would reach every pod sharing that part).
+
+Kept, by path (a field missing from the pod stays missing):
+  apiVersion, kind
+  metadata: name, generateName, namespace, uid, labels, annotations, ownerReferences, creationTimestamp,
+            deletionTimestamp
+  spec: nodeName, schedulerName, priority, priorityClassName, preemptionPolicy, nodeSelector, affinity,
+        tolerations, schedulingGates, schedulingGroup, terminationGracePeriodSeconds,
+        containers[] and initContainers[]: name, resources, command, args, restartPolicy
+  status: phase, reason, message, nominatedNodeName; conditions of type PodScheduled and DisruptionTarget
+A pod whose metadata, spec or status is not an object keeps that part as it is (the readers judge it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from typing import Any, Mapping
+
+METADATA = ("name", "generateName", "namespace", "uid", "labels", "annotations", "ownerReferences",
+            "creationTimestamp", "deletionTimestamp")
+SPEC = ("nodeName", "schedulerName", "priority", "priorityClassName", "preemptionPolicy", "nodeSelector", "affinity",
+        "tolerations", "schedulingGates", "schedulingGroup", "terminationGracePeriodSeconds", "containers",
+        "initContainers")
+CONTAINER = ("name", "resources", "command", "args", "restartPolicy")
+STATUS = ("phase", "reason", "message", "nominatedNodeName")
+CONDITIONS = ("PodScheduled", "DisruptionTarget")  # gangbook.scheduled_at, gang_health.how_gone
+# Parts that pods of one template (or scheduled in the same second) have in common.
+SHARED = {("metadata", "labels"), ("metadata", "annotations"), ("status", "conditions"), ("metadata", "ownerReferences"), ("spec", "nodeSelector"),
+          ("spec", "affinity"), ("spec", "tolerations"), ("spec", "schedulingGates"), ("spec", "schedulingGroup"),
+          ("spec", "containers"), ("spec", "initContainers")}
+MAX_SHARED = 50_000  # distinct shared parts remembered; past that the table starts over (sharing is only a saving)
+
+
+def fresh(value: Any) -> Any:
+    """A copy of a JSON value made of new objects, strings interned (label keys and values repeat across pods).
+    New, not the parsed ones: a kept string of a parsed list or event would pin the memory of all of it that was
+    allocated around it (a 50,000-pod list is 1.4 GB as Python objects), and the process would never shrink."""
+    if isinstance(value, str):
+        return sys.intern(value.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass"))
+    if isinstance(value, dict):
+        return {fresh(k): fresh(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fresh(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return value * 1  # a new object (small ints are shared constants anyway)
+    return value
+
+
+class Slimmer:
+    """Turns pods into slim pods; holds the table of shared parts (bounded)."""
+
+    def __init__(self) -> None:
+        self._shared: dict[bytes, Any] = {}
+
+    def _share(self, value: Any) -> Any:
+        if not isinstance(value, (dict, list)):
+            return fresh(value)
+        try:  # a 128-bit digest of the canonical JSON names the part (cheaper to keep than the text)
+            key = hashlib.blake2b(json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8", "surrogatepass"),
+                                  digest_size=16).digest()
+        except (TypeError, ValueError):  # not JSON (a test's object): kept as it is, unshared
+            return value
+        found = self._shared.get(key)
+        if found is None:
+            if len(self._shared) >= MAX_SHARED:
+                self._shared.clear()
+            found = self._shared[key] = fresh(value)
+        return found
+
+    def _part(self, obj: Any, section: str, keys: tuple[str, ...]) -> Any:
+        if not isinstance(obj, dict):
+            return obj
+        out = {}
+        for k in keys:
+            if k in obj:
+                v = obj[k]
+                if (section, k) in SHARED:
+                    v = self._share(self._containers(v) if k in ("containers", "initContainers") else v)
+                else:
+                    v = fresh(v)
+                out[sys.intern(k)] = v
+        return out
+
+    @staticmethod
+    def _containers(value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [{k: c[k] for k in CONTAINER if k in c} if isinstance(c, dict) else c for c in value]
+
+    def pod(self, pod: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {k: fresh(v) for k, v in pod.items() if k in ("apiVersion", "kind")}
+        if "metadata" in pod:
+            out["metadata"] = self._part(pod["metadata"], "metadata", METADATA)
+        if "spec" in pod:
+            out["spec"] = self._part(pod["spec"], "spec", SPEC)
+        if "status" in pod:
+            status = pod["status"]
+            slim = self._part(status, "status", STATUS)
+            if isinstance(status, dict) and isinstance(slim, dict) and "conditions" in status:
+                conds = status["conditions"]
+                slim["conditions"] = self._share([c for c in conds if isinstance(c, dict) and c.get("type") in CONDITIONS]
+                                                 if isinstance(conds, list) else conds)
+            out["status"] = slim
+        return out
+
+
+def slim_node(node: Mapping[str, Any]) -> dict[str, Any]:
+    """What state.node_info reads of a Node (name, labels, annotations, taints, unschedulable, allocatable, the
+    Ready condition), as fresh objects: a list page's nodes are dropped as soon as the page is read."""
+    out: dict[str, Any] = {}
+    for part, keys in (("metadata", ("name", "labels", "annotations")), ("spec", ("taints", "unschedulable")),
+                       ("status", ("allocatable",))):
+        obj = node.get(part)
+        out[part] = {k: fresh(obj[k]) for k in keys if k in obj} if isinstance(obj, dict) else fresh(obj)
+    status = node.get("status")
+    if isinstance(status, dict) and isinstance(status.get("conditions"), list):
+        out["status"]["conditions"] = fresh([c for c in status["conditions"]
+                                             if isinstance(c, dict) and c.get("type") == "Ready"])
+    return out

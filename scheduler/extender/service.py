@@ -159,7 +159,8 @@ class Extender:
         st = self.state
         usage = {node: dict(zip(("gpus", "cpu_millis", "memory", "pods"), u)) for node, u in st.usage.items() if any(u)}
         return web.json_response({"usage": usage, "pods": len(st.pods), "nodes": len(st.nodes), "lists": st.lists,
-                                  "expired": st.expired, "reservations": len(self.reservations)})
+                                  "expired": st.expired, "watches": st.watches,
+                                  "reservations": len(self.reservations)})
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready = all(e.is_set() for e in self.state.synced.values())

@@ -5,7 +5,7 @@ dropped connection, an API server restart) resumes from the last resourceVersion
 alike, as client-go's reflector does (k8s.io/client-go v0.37.2 tools/cache/reflector.go); only a 410 Gone
 (that version is no longer served: etcd compacted past it, or a restarted API server's watch cache starts
 after it) relists, and a relist replaces every node or pod, so nothing is lost or counted twice. Errors back
-off exponentially up to 30 s. `lists` and `expired` count relists and 410s per kind (read by /debug/usage). Nothing is trusted from memory alone: a restarted extender
+off exponentially up to 30 s. `lists`, `expired` and `watches` count lists, 410s and watch streams per kind (read by /debug/usage). Nothing is trusted from memory alone: a restarted extender
 rebuilds everything from the API. `snapshot()` turns the state plus in-flight reservations into the
 placement engine's pure Snapshot; the Topology is rebuilt only when the node set or its labels change.
 
@@ -90,6 +90,7 @@ class ClusterState:
         self.synced = {"nodes": asyncio.Event(), "pods": asyncio.Event()}
         self.lists = {"nodes": 0, "pods": 0}  # full lists done (the first one and every relist)
         self.expired = {"nodes": 0, "pods": 0}  # 410 Gone answers that made a watch relist
+        self.watches = {"nodes": 0, "pods": 0}  # watch streams opened (the first, and every resume or relist)
         # Kept up to date on every event, so planning never scans all pods:
         self.usage: dict[str, list[int]] = {}  # node -> [gpus, cpu_millis, memory, pods] of bound pods
         self._contrib: dict[str, tuple[str, tuple[int, int, int, int]]] = {}  # pod key -> (node, its request)
@@ -152,6 +153,7 @@ class ClusterState:
                     log.info("listed %d %s at resourceVersion %s", len(items), kind, rv)
                     del items
                 w = RawWatch()
+                self.watches[kind] += 1
                 async with w:
                     async for ev in w.stream(list_fn, resource_version=rv, allow_watch_bookmarks=True,
                                              timeout_seconds=240, _request_timeout=300):

@@ -1,6 +1,7 @@
-"""Watch faults on the real control plane: the extender's watches meet a 410 Gone, once forced by etcd compaction
-and once by a kube-apiserver restart, relist, and afterwards its per-node usage (GET /debug/usage) equals a
-fresh count from the API server: nothing lost, nothing counted twice.
+"""Watch faults on the real control plane: the extender's watches meet a 410 Gone forced by etcd compaction and
+relist, or lose the API server to a restart and come back (resumed, or relisted after a 410: the restarted API
+server decides); afterwards its per-node usage (GET /debug/usage) equals a fresh count from the API server:
+nothing lost, nothing counted twice.
 
 How a compaction reaches a client: kube-apiserver serves watches from its watch cache, which keeps its own
 history, so compacting etcd alone changes nothing a client sees (a watch from a compacted resourceVersion is
@@ -135,7 +136,7 @@ def test_etcd_compaction_forces_a_410_and_the_relist_loses_and_doubles_no_usage(
     wait_for(lambda: _usage_matches(core, port), 30, "the usage to equal a fresh count after the clean-up")
 
 
-def test_a_kube_apiserver_restart_is_followed_by_a_410_relist_with_no_lost_or_doubled_usage(control_plane, k8s, clique):
+def test_after_a_kube_apiserver_restart_the_watches_come_back_with_no_lost_or_doubled_usage(control_plane, k8s, clique):
     core = client.CoreV1Api(k8s)
     pool, names = _workload(k8s, core)
     port = clique["port"]
@@ -143,11 +144,15 @@ def test_a_kube_apiserver_restart_is_followed_by_a_410_relist_with_no_lost_or_do
     control_plane.restart_component("kube-apiserver", kill=True)
     _retrying(lambda: _churn(core, pool, names))
 
-    def relisted():
+    # Both watches come back: resumed from their resourceVersion, or, if the restarted API server's watch cache
+    # starts after it (the usual case), relisted after a 410. Which one happens is the API server's choice; what
+    # must hold is the usage below, which the pods changed while the watch was away make visible.
+    def reconnected():
         d = _debug(port)
-        return all(d["expired"][k] > before["expired"][k] and d["lists"][k] > before["lists"][k]
-                   for k in ("pods", "nodes")) and d
-    wait_for(relisted, 60, "both watches to get 410 Gone from the restarted API server and relist")
+        return all(d["watches"][k] > before["watches"][k] for k in ("pods", "nodes")) and d
+    after = wait_for(reconnected, 60, "both watches to reconnect to the restarted API server")
+    print({k: {"relists": after["lists"][k] - before["lists"][k], "410s": after["expired"][k] - before["expired"][k]}
+           for k in ("pods", "nodes")})
     held = wait_for(lambda: _usage_matches(core, port), 30, "the extender's usage to equal a fresh count")
     assert held["usage"].get(names[-1], {}).get("gpus") == 8
     # it still places gangs: a new 2x8 gang on the pool

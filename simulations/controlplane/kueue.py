@@ -57,6 +57,7 @@ import yaml
 
 from simulations.controlplane import processes as P
 from simulations.controlplane.build import asset_path, ensure_optional
+from simulations.controlplane.managers import start_manager, stop_manager
 from simulations.controlplane.pki import create_serving_certs
 from simulations.controlplane.webhook import create_or_replace as create_or_replace_webhooks
 from simulations.controlplane.versions import KUEUE
@@ -296,13 +297,7 @@ def start(cp: "ControlPlane") -> P.Proc:
         slot = MetricsCertSlot(str(cp.workdir.resolve()))
         slot.acquire(cert_dir)
         cp.on_stop(slot.release)  # after every process is stopped
-        webhook_port, health_port = P.free_port(), P.free_port()
-        cp.ports["kueue-webhook"], cp.ports[PROCESS_NAME] = webhook_port, health_port
-        cfg_path = work / "config.yaml"
-        cfg_path.write_text(yaml.safe_dump(manager_config(webhook_port, health_port, cert_dir), sort_keys=False))
-        proc = cp._start(PROCESS_NAME, [
-            str(binary), f"--config={cfg_path}", f"--kubeconfig={cp.kubeconfig}", "--zap-log-level=info",
-        ], lambda: P.http_ok(f"http://127.0.0.1:{health_port}/readyz"), "kueue /readyz")
+        proc, webhook_port = start_manager(cp, PROCESS_NAME, binary, cert_dir, manager_config, "kueue-webhook")
         create_or_replace_webhooks(api, webhook_manifests(webhook_port, ca_pem))
         _wait_webhooks_answer(api, proc, cp.options.ready_timeout_s)
         return proc
@@ -313,25 +308,7 @@ def start(cp: "ControlPlane") -> P.Proc:
 def stop(cp: "ControlPlane", remove_webhooks: bool = True) -> None:
     """Stop the manager of a control plane that keeps running; its webhooks go too (failurePolicy Fail would
     reject Kueue objects and queue-labelled pods). The CRDs and Kueue objects stay."""
-    cp.stop_component(PROCESS_NAME)
-    if not remove_webhooks:
-        return
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    api = cp.api_client()
-    try:
-        adm = client.AdmissionregistrationV1Api(api)
-        for delete, name in ((adm.delete_mutating_webhook_configuration, "mutating-webhook-configuration"),
-                             (adm.delete_validating_webhook_configuration, "validating-webhook-configuration")):
-            try:
-                delete(NAME_PREFIX + name)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-    finally:
-        api.close()
-
+    stop_manager(cp, PROCESS_NAME, NAME_PREFIX, remove_webhooks)
 
 def setup_tas_queues(api: Any, queues: TasQueues, timeout_s: float = 60.0) -> None:
     """Create (or keep) the Topology, ResourceFlavor, ClusterQueue and LocalQueue; wait until both queues are

@@ -35,6 +35,7 @@ import yaml
 
 from simulations.controlplane import processes as P
 from simulations.controlplane.build import asset_path, ensure_optional
+from simulations.controlplane.managers import start_manager, stop_manager
 from simulations.controlplane.pki import create_serving_certs
 from simulations.controlplane.webhook import create_or_replace as create_or_replace_webhooks
 from simulations.controlplane.versions import LWS
@@ -221,14 +222,7 @@ def start(cp: "ControlPlane") -> P.Proc:
         work = cp.workdir / "lws"
         cert_dir = work / "certs"
         ca_pem = create_serving_certs(cert_dir, common_name="lws-webhook")
-        webhook_port, health_port = P.free_port(), P.free_port()
-        cp.ports["lws-webhook"], cp.ports[PROCESS_NAME] = webhook_port, health_port
-        cfg_path = work / "config.yaml"
-        cfg_path.write_text(yaml.safe_dump(manager_config(webhook_port, health_port, cert_dir), sort_keys=False))
-        proc = cp._start(PROCESS_NAME, [
-            str(binary), f"--config={cfg_path}", f"--kubeconfig={cp.kubeconfig}", "--zap-log-level=info",
-        ], lambda: P.http_ok(f"http://127.0.0.1:{health_port}/readyz"), "lws /readyz")
-
+        proc, webhook_port = start_manager(cp, PROCESS_NAME, binary, cert_dir, manager_config, "lws-webhook")
         create_or_replace_webhooks(api, webhook_manifests(webhook_port, ca_pem))
         _wait_webhooks_answer(api, proc, timeout)
         return proc
@@ -239,25 +233,7 @@ def start(cp: "ControlPlane") -> P.Proc:
 def stop(cp: "ControlPlane", remove_webhooks: bool = True) -> None:
     """Stop the manager of a control plane that keeps running; its webhooks are removed too (with failurePolicy
     Fail they would reject every LeaderWorkerSet and LWS pod). The CRD and LWS objects stay."""
-    cp.stop_component(PROCESS_NAME)
-    if not remove_webhooks:
-        return
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    api = cp.api_client()
-    try:
-        adm = client.AdmissionregistrationV1Api(api)
-        for delete, name in ((adm.delete_mutating_webhook_configuration, "mutating-webhook-configuration"),
-                             (adm.delete_validating_webhook_configuration, "validating-webhook-configuration")):
-            try:
-                delete(NAME_PREFIX + name)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-    finally:
-        api.close()
-
+    stop_manager(cp, PROCESS_NAME, NAME_PREFIX, remove_webhooks)
 
 def _create_or_keep_crd(api: Any) -> None:
     from kubernetes import client

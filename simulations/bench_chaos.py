@@ -260,7 +260,7 @@ class _Run:
         self.api = cp.api_client()
         self.core, self.apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
-        self.checker = Checker(allowance_s=cfg.bind_timeout_s + 5.0, scheduler_name=SCHEDULER)
+        self.checker = Checker(allowance_s=cfg.bind_timeout_s + 5.0, scheduler_name=SCHEDULER, namespace=self.ns)
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.created: dict[str, list[tuple[str, str]]] = {}  # gang -> (kind, name) to delete

@@ -66,6 +66,9 @@ class PodView:
 class Checker:
     allowance_s: float
     scheduler_name: str = "clique-scheduler"
+    # the run's namespace: only its pods are judged against their constraints (GPUs are counted for every pod);
+    # pods other work left on the same control plane may sit on nodes it has since deleted. None: every namespace
+    namespace: str | None = None
     gangs: dict[str, GangSpec] = field(default_factory=dict)
     pods: dict[str, PodView] = field(default_factory=dict)  # "ns/name" (uid-qualified) -> view
     nodes: dict[str, dict] = field(default_factory=dict)  # name -> {"gpus", "labels", "taints"}
@@ -117,7 +120,8 @@ class Checker:
             if view.node and key not in self._bound_seen:
                 self._bound_seen.add(key)
                 self.binds.append(now)
-                self._check_constraints(key, view)
+                if self.namespace is None or md.get("namespace") == self.namespace:
+                    self._check_constraints(key, view)
         for node in {v.node for v in (old, self.pods.get(key)) if v is not None and v.node}:
             self._check_node(node, now)
         if gang in self.gangs:

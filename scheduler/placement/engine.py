@@ -37,6 +37,9 @@ MAX_GREEDY_TRIES = 8  # candidate domains the greedy fill tries before CP-SAT ta
 class EngineOptions:
     time_budget_s: float | None = 0.02  # CP-SAT deterministic-time budget per scope searched; None = no limit
     max_exact_scopes: int = 4  # scopes CP-SAT may search per request (best lower bound first)
+    # CP-SAT's wall-clock safety net, as a multiple of the budget: on a starved CPU it stops a search before its
+    # deterministic budget is spent (a served request must not wait); None = no net, strictly same input same answer
+    wall_clock_factor: float | None = 2.0
 
 
 class CliqueEngine:
@@ -162,7 +165,8 @@ class CliqueEngine:
             searched += 1
             res = solve_exact(snapshot, gang, cap, hosts, affinity[1] if affinity else None,
                               affinity[0] if affinity else None, self.options.time_budget_s,
-                              upper_bound=best[0][0] if best else None)
+                              upper_bound=best[0][0] if best else None,
+                              wall_clock_factor=self.options.wall_clock_factor)
             all_proven &= res.optimal
             if res.assignments is not None:
                 rank = (res.cost, _affinity_misses(snapshot, res.assignments, affinity))

@@ -59,8 +59,10 @@ def _patterns(free: Resources, gang: Gang, host_slots: tuple[int, ...]) -> list[
 
 def solve_exact(snapshot: Snapshot, gang: Gang, cap: GangCapacity, hosts: Sequence[str],
                 affinity_domains: set[tuple[str, ...]] | None = None, affinity_level: int | None = None,
-                time_budget_s: float | None = 0.05, upper_bound: tuple[int, ...] | None = None) -> ExactResult:
-    """Optimal placement of `gang` on `hosts`; `time_budget_s=None` means no limit (reference optimum)."""
+                time_budget_s: float | None = 0.05, upper_bound: tuple[int, ...] | None = None,
+                wall_clock_factor: float | None = 2.0) -> ExactResult:
+    """Optimal placement of `gang` on `hosts`; `time_budget_s=None` means no limit (reference optimum);
+    `wall_clock_factor`: the wall-clock limit as a multiple of the budget (None: none, fully deterministic)."""
     started = time.perf_counter()
     topo = snapshot.topology
     nlevels = len(topo.levels)
@@ -164,7 +166,8 @@ def solve_exact(snapshot: Snapshot, gang: Gang, cap: GangCapacity, hosts: Sequen
         solver.parameters.max_deterministic_time = time_budget_s
         # Wall-clock safety net for a loaded machine; when it is what stops the search, the plan says
         # "greedy-fallback" (and is then not guaranteed to repeat exactly).
-        solver.parameters.max_time_in_seconds = 2 * time_budget_s
+        if wall_clock_factor is not None:
+            solver.parameters.max_time_in_seconds = wall_clock_factor * time_budget_s
     status = solver.solve(m)
     wall_ms = (time.perf_counter() - started) * 1000
     name = solver.status_name(status)

@@ -106,3 +106,19 @@ def test_the_chaos_workload_and_faults_are_the_same_for_one_seed_and_stay_in_the
     pods = [obj for _, obj in manifests(lw, "pool", "ns")]
     assert [p["metadata"]["annotations"]["clique.dev/role"] for p in pods] == ["leader", "worker", "worker", "worker"]
     assert {p["metadata"]["labels"][GANG_LABEL] for p in pods} == {lw["id"]}
+
+
+def test_only_pods_of_the_runs_namespace_are_judged_against_their_constraints_but_every_pod_counts_for_gpus():
+    c = Checker(allowance_s=13.0, namespace="ns")
+    c.observe_node("ADDED", node("n0"), 0.0)
+    other = pod("left-over", None, "gone-node")
+    other["metadata"]["namespace"] = "another-test"
+    c.observe_pod("ADDED", other, 1.0)  # other work's pod on a node since deleted: not this run's concern
+    assert c.violations == []
+    c.observe_pod("ADDED", pod("ours", None, "gone-node"), 2.0)
+    assert c.violations == ["ns/ours/ours bound to node gone-node, which the API server does not show"]
+    neighbour = pod("neighbour", None, "n0", gpus=4)
+    neighbour["metadata"]["namespace"] = "another-test"
+    c.observe_pod("ADDED", neighbour, 3.0)
+    c.observe_pod("ADDED", pod("mine", None, "n0", gpus=8), 4.0)
+    assert [(o["node"], o["gpus_used"]) for o in c.over_commits] == [("n0", 12)]

@@ -184,13 +184,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
            "notes": ("openb fractional GPUs count as one whole GPU; gpu_spec is ignored" if src else ""),
            "attribution": ATTRIBUTION.get(src, "") if src else "",
            "results": [r.summary() for r in results]}
-    (args.output / f"placement-{workload}.json").write_text(json.dumps(out, indent=1))
-    print(f"[simulate] {time.monotonic() - t0:.1f}s; plots: {', '.join(str(p) for p in pngs)}", file=sys.stderr)
-    if out["attribution"]:
-        print(f"[simulate] data: {out['attribution']}; {out['notes']}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(out))
-    return 0
+    return _write_report(args, out, f"placement-{workload}", t0, f"plots: {', '.join(str(p) for p in pngs)}")
 
 
 def cmd_simulate_preemption(args: argparse.Namespace, base) -> int:
@@ -241,13 +235,7 @@ def cmd_simulate_preemption(args: argparse.Namespace, base) -> int:
                      "recreated" if src else "evicted pods are not recreated"),
            "attribution": ATTRIBUTION.get(src, "") if src else "",
            "results": [r.summary() for r in results]}
-    (args.output / f"preemption-{workload}.json").write_text(json.dumps(out, indent=1))
-    print(f"[simulate] {time.monotonic() - t0:.1f}s; plot: {png}", file=sys.stderr)
-    if out["attribution"]:
-        print(f"[simulate] data: {out['attribution']}; {out['notes']}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(out))
-    return 0
+    return _write_report(args, out, f"preemption-{workload}", t0, f"plot: {png}")
 
 
 def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> int:
@@ -369,6 +357,18 @@ def cmd_replay_kwok(args: argparse.Namespace, requests, cfg, offline) -> int:
            "results": [s, ours.summary(), oracle.summary()]}
     (args.output / "replay-kwok.json").write_text(json.dumps(out, indent=1))
     print(f"[replay] {time.monotonic() - t0:.0f}s on the control plane", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+def _write_report(args: argparse.Namespace, out: dict, stem: str, t0: float, outputs: str) -> int:
+    """Write a simulate run's JSON as `<output>/<stem>.json`, say where it went (and the data's attribution) on
+    stderr, and print the JSON as the last line with --json."""
+    (args.output / f"{stem}.json").write_text(json.dumps(out, indent=1))
+    print(f"[simulate] {time.monotonic() - t0:.1f}s; {outputs}", file=sys.stderr)
+    if out["attribution"]:
+        print(f"[simulate] data: {out['attribution']}; {out['notes']}", file=sys.stderr)
     if args.json:
         print(json.dumps(out))
     return 0

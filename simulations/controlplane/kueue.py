@@ -57,7 +57,7 @@ import yaml
 
 from simulations.controlplane import processes as P
 from simulations.controlplane.build import asset_path, ensure_optional
-from simulations.controlplane.managers import start_manager, stop_manager
+from simulations.controlplane.managers import start_manager, stop_manager, wait_webhooks_answer
 from simulations.controlplane.pki import create_serving_certs
 from simulations.controlplane.webhook import create_or_replace as create_or_replace_webhooks
 from simulations.controlplane.versions import KUEUE
@@ -416,26 +416,16 @@ def _wait_webhooks_answer(api: Any, proc: P.Proc, timeout_s: float) -> None:
     """Server-side dry runs until the API server calls the pod webhook and gets its patch back (the admission
     gate added, pkg/controller/jobs/pod/pod_webhook.go), and the ResourceFlavor webhooks accept an object."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise P.ControlPlaneError(f"{proc.name} exited; last lines of {proc.log}:\n{proc.log_tail()}")
-        try:
-            custom.create_cluster_custom_object(GROUP, VERSION, "resourceflavors", {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "ResourceFlavor",
-                "metadata": {"name": "clique-kueue-probe"}}, dry_run="All")
-            pod = core.create_namespaced_pod("default", _probe_pod(), dry_run="All")
-            gates = [g.name for g in pod.spec.scheduling_gates or []]
-            if ADMISSION_GATE in gates:
-                return
-            last = f"dry-run pod not gated yet (gates: {gates})"
-        except ApiException as exc:
-            last = f"{exc.status} {exc.reason}: {(exc.body or '')[:300]}"
-        time.sleep(0.3)
-    raise P.ControlPlaneError(f"the Kueue webhooks did not answer through the API server within {timeout_s:.0f}s "
-                              f"({last}); last lines of {proc.log}:\n{proc.log_tail()}")
+
+    def probe() -> str:
+        custom.create_cluster_custom_object(GROUP, VERSION, "resourceflavors", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "ResourceFlavor",
+            "metadata": {"name": "clique-kueue-probe"}}, dry_run="All")
+        pod = core.create_namespaced_pod("default", _probe_pod(), dry_run="All")
+        gates = [g.name for g in pod.spec.scheduling_gates or []]
+        return "" if ADMISSION_GATE in gates else f"dry-run pod not gated yet (gates: {gates})"
+
+    wait_webhooks_answer(proc, probe, "Kueue", timeout_s, interval_s=0.3)

@@ -35,7 +35,7 @@ import yaml
 
 from simulations.controlplane import processes as P
 from simulations.controlplane.build import asset_path, ensure_optional
-from simulations.controlplane.managers import start_manager, stop_manager
+from simulations.controlplane.managers import start_manager, stop_manager, wait_webhooks_answer
 from simulations.controlplane.pki import create_serving_certs
 from simulations.controlplane.webhook import create_or_replace as create_or_replace_webhooks
 from simulations.controlplane.versions import LWS
@@ -284,30 +284,20 @@ def _probe_pod() -> dict[str, Any]:
 
 
 def _wait_webhooks_answer(api: Any, proc: P.Proc, timeout_s: float) -> None:
-    """Server-side dry runs until the API server calls both mutating webhooks and gets their patches back
-    (this also covers the API server's own delay in picking up new webhook configurations)."""
+    """Server-side dry runs until the API server calls both mutating webhooks and gets their patches back."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise P.ControlPlaneError(f"{proc.name} exited; last lines of {proc.log}:\n{proc.log_tail()}")
-        try:
-            lws = custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL,
-                                                         lws_manifest("clique-lws-probe"), dry_run="All")
-            # networkConfig has no CRD default; the LWS defaulting webhook sets subdomainPolicy=Shared.
-            lws_ok = (lws.get("spec", {}).get("networkConfig") or {}).get("subdomainPolicy") == "Shared"
-            pod = core.create_namespaced_pod("default", _probe_pod(), dry_run="All")
-            pod_ok = GROUP_KEY_LABEL in (pod.metadata.labels or {})
-            if lws_ok and pod_ok:
-                return
-            last = f"dry runs not mutated yet (LeaderWorkerSet webhook: {lws_ok}, pod webhook: {pod_ok})"
-        except ApiException as exc:
-            last = f"{exc.status} {exc.reason}: {(exc.body or '')[:300]}"
-        time.sleep(0.2)
-    raise P.ControlPlaneError(f"the LWS webhooks did not answer through the API server within {timeout_s:.0f}s "
-                              f"({last}); last lines of {proc.log}:\n{proc.log_tail()}")
+
+    def probe() -> str:
+        lws = custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL,
+                                                     lws_manifest("clique-lws-probe"), dry_run="All")
+        # networkConfig has no CRD default; the LWS defaulting webhook sets subdomainPolicy=Shared.
+        lws_ok = (lws.get("spec", {}).get("networkConfig") or {}).get("subdomainPolicy") == "Shared"
+        pod = core.create_namespaced_pod("default", _probe_pod(), dry_run="All")
+        pod_ok = GROUP_KEY_LABEL in (pod.metadata.labels or {})
+        return "" if lws_ok and pod_ok else \
+            f"dry runs not mutated yet (LeaderWorkerSet webhook: {lws_ok}, pod webhook: {pod_ok})"
+
+    wait_webhooks_answer(proc, probe, "LWS", timeout_s)

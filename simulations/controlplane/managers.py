@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import time
+
 import yaml
 
 from simulations.controlplane import processes as P
@@ -52,3 +54,27 @@ def stop_manager(cp: "ControlPlane", name: str, webhook_prefix: str, remove_webh
                     raise
     finally:
         api.close()
+
+
+def wait_webhooks_answer(proc: P.Proc, probe: Callable[[], str], what: str, timeout_s: float,
+                         interval_s: float = 0.2) -> None:
+    """Call `probe` (server-side dry runs through the API server) until it returns "" (the manager's webhooks
+    answered as expected), or else what it saw; an API error is what it saw too. Fails at once if the manager
+    exits, and after `timeout_s` with the last thing seen and the manager's log tail. This also covers the API
+    server's own delay in picking up new webhook configurations."""
+    from kubernetes.client.exceptions import ApiException
+
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise P.ControlPlaneError(f"{proc.name} exited; last lines of {proc.log}:\n{proc.log_tail()}")
+        try:
+            last = probe()
+            if not last:
+                return
+        except ApiException as exc:
+            last = f"{exc.status} {exc.reason}: {(exc.body or '')[:300]}"
+        time.sleep(interval_s)
+    raise P.ControlPlaneError(f"the {what} webhooks did not answer through the API server within {timeout_s:.0f}s "
+                              f"({last}); last lines of {proc.log}:\n{proc.log_tail()}")

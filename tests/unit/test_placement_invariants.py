@@ -66,7 +66,9 @@ def test_every_policy_keeps_gpus_within_capacity_and_honours_required_topology(c
 @given(scenarios())
 def test_clique_matches_the_proven_optimum_and_never_loses_to_bestfit(case):
     snap, gang = case
-    plan = CliqueEngine().place(snap, gang)
+    # optimality is a property of the deterministic budget; the wall-clock safety net may cut a search short
+    # on a loaded machine (CI did, at 38 ms) and is checked apart, by the fallback tests
+    plan = CliqueEngine(EngineOptions(wall_clock_factor=None)).place(snap, gang)
     optimum = reference_optimum(snap, gang)
     if optimum is None:
         assert not plan.placed, "the engine placed a gang the exact solver proves infeasible"

@@ -65,8 +65,8 @@ ENGINE_METRICS: dict[str, dict[str, str]] = {
     # 0.6.1 named the KV gauge dynamo_component_kvstats_gpu_cache_usage_percent (write it as metric: there).
     "dynamo": {"QueueDepth": "dynamo_frontend_queued_requests",
                "KVCacheUsage": "dynamo_component_gpu_cache_usage_percent"},
-    # vllm-project/vllm v0.33.0 vllm/v1/metrics/loggers.py (also in v0.10.2, beside the deprecated
-    # vllm:gpu_cache_usage_perc, which v0.33.0 no longer has)
+    # vllm-project/vllm v0.33.0 vllm/v1/metrics/loggers.py (read in its PyPI sdist; also in v0.10.2, beside the
+    # deprecated vllm:gpu_cache_usage_perc, which v0.33.0 no longer has)
     "vllm": {"QueueDepth": "vllm:num_requests_waiting", "KVCacheUsage": "vllm:kv_cache_usage_perc"},
     # sgl-project/sglang v0.5.23 python/sglang/srt/observability/metrics_collector.py
     "sglang": {"QueueDepth": "sglang:num_queue_reqs", "KVCacheUsage": "sglang:token_usage"},
@@ -78,10 +78,10 @@ ENGINE_METRICS: dict[str, dict[str, str]] = {
 ENGINES = tuple(ENGINE_METRICS)
 # What the planner reads per engine (`planner.engine`): counters of prompt tokens and of requests (their increments
 # between evaluations), and the gauges of requests waiting and running. prometheus_client exposes a Counter named X
-# as X_total (checked with prometheus_client 0.26.0's generate_latest). vllm-project/vllm vllm/v1/metrics/loggers.py (read at commit 005a810bc40f; the same four names in
-# this file at v0.33.0 not re-read): Counter "vllm:prompt_tokens" ("Number of prefill tokens processed", incremented
-# by iteration_stats.num_prompt_tokens), Counter "vllm:request_success" (label finished_reason, incremented per
-# finished request), Gauges "vllm:num_requests_running" and "vllm:num_requests_waiting". Both counters count work
+# as X_total (checked with prometheus_client 0.26.0's generate_latest). vllm-project/vllm v0.33.0 (its PyPI sdist
+# vllm-0.33.0.tar.gz) vllm/v1/metrics/loggers.py, PrometheusStatLogger: Counter "vllm:prompt_tokens" ("Number of
+# prefill tokens processed"), Counter "vllm:request_success" (label finished_reason, one per finished request),
+# Gauges "vllm:num_requests_running" and "vllm:num_requests_waiting". Both counters count work
 # done, not arrivals: while the pool is saturated the excess shows in the waiting gauge, which the planner drains.
 # Other engines: name the four series with promptTokensMetric, requestsMetric, waitingMetric, runningMetric.
 PLANNER_METRICS: dict[str, dict[str, str]] = {

@@ -45,7 +45,9 @@ CERT_FILE, KEY_FILE = "tls.crt", "tls.key"  # the keys of a kubernetes.io/tls Se
 # KubeLabelDynamoComponent, read at commit 0367e404b084 (a main-branch commit; which release tag contains it was
 # not confirmed; the platform chart on main says 1.3.0); set on pod templates in
 # deploy/operator/internal/dynamo/graph.go. The older deploy/cloud/operator/internal/consts/consts.go defines
-# nvidia.com/dynamo-component but not the graph label: both keys are required here.
+# nvidia.com/dynamo-component but not the graph label: both keys are required here. The released Dynamo 1.6.1 reads
+# the same two keys ("Stable labels the operator stamps on every worker Pod": PyPI ai-dynamo 1.6.1,
+# dynamo/planner/connectors/clients/kubernetes_api.py, DYNAMO_DGD_NAME_LABEL and DYNAMO_COMPONENT_LABEL).
 DYNAMO_GRAPH = "nvidia.com/dynamo-graph-deployment-name"
 DYNAMO_COMPONENT = "nvidia.com/dynamo-component"
 WARN = "clique-scheduler webhook"

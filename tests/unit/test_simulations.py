@@ -29,10 +29,12 @@ def test_openb_cluster_and_pods_load_with_their_real_shapes():
 
 def test_fill_until_failure_clique_leaves_fewer_gpus_than_spreading():
     base = openb_cluster()
-    arrivals, timed = openb_pods(data_file("openb-multigpu50"), limit=6000)
+    # 2,500 of the trace's pods suffice: spreading first fails after about 1,600 of them (6,000 pods took
+    # 2.4 times as long for the same verdict)
+    arrivals, timed = openb_pods(data_file("openb-multigpu50"), limit=2500)
     ours = simulate(CliqueEngine(), base, arrivals, timed)
     spread = simulate(DefaultSpread(), base, arrivals, timed)
-    assert spread.first_failure_index is not None, "spreading fragments the cluster within 6,000 pods"
+    assert spread.first_failure_index is not None, "spreading fragments the cluster within 2,500 pods"
     assert ours.first_failure_index is None or ours.first_failure_index > spread.first_failure_index
     assert ours.placed >= spread.placed
 

@@ -55,6 +55,9 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     from simulations.kueue_check import register_bench as kueue_models
 
     kueue_models(bench_sub)
+    from simulations.kube_topology_check import register_bench as kube_topology_models
+
+    kube_topology_models(bench_sub)
 
 
 def _err(msg: str) -> int:

@@ -6,8 +6,12 @@
     kueue-bestfit        Kueue TAS (v0.17.0, TASProfileMixed): from the requested level, the domain with the
                          fewest slots that suffices (BestFit), children most slots first, the last best-fitted;
                          unconstrained gangs LeastFreeCapacity over nodes
-    topology-placement   kube-scheduler 1.36+ TopologyPlacement style: one candidate placement per domain at
-                         the required level, pods fitted pod by pod, placements scored by MostAllocated
+    topology-placement   kube-scheduler v1.37.2 gang + topology scheduling (kube_topology.py): one candidate
+                         placement per domain of the required level, pods scored pod by pod (LeastAllocated
+                         cpu/memory), placements by MostAllocated cpu/memory, ties at random (seeded)
+    kai-topology         NVIDIA KAI-Scheduler's topology plugin (kai_topology.py): the fullest domain relative
+                         to the job that holds it, from the preferred level up to the required one; nodes by
+                         preferred sub-domain (roomier first), then GPU bin-packing
     random-fit           pods to random hosts that fit, all or nothing
 
 Each returns a Plan; the pod-by-pod ones report a partial gang in `reason` and `partial` when they fail.
@@ -22,6 +26,10 @@ from typing import Callable, Sequence
 
 from scheduler.placement.capacity import Resources, fits, slots, sub
 from scheduler.placement.types import Assignment, Gang, Plan, PlanStatus, Snapshot
+
+# Models of other schedulers, each in its own module (they name the upstream files and versions they follow).
+from scheduler.placement.kai_topology import KaiTopology  # noqa: E402,F401 - re-exported
+from scheduler.placement.kube_topology import TopologyPlacement  # noqa: E402,F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -248,42 +256,10 @@ class KueueBestFit:
         return _finish(self.name, snapshot, gang, placed, len(pods), t, True)
 
 
-class TopologyPlacement:
-    """kube-scheduler 1.36+ TopologyPlacement style: one domain per gang at the required level, best by
-    MostAllocated; without a required level the whole cluster is the one candidate."""
-
-    name = "topology-placement"
-    gang_aware = True  # all or nothing, required topology honoured
-
-    def place(self, snapshot: Snapshot, gang: Gang) -> Plan:
-        t = time.perf_counter()
-        topo = snapshot.topology
-        if gang.required_level is None:
-            candidates = {(): sorted(snapshot.hosts)}
-        else:
-            req = topo.level_index(gang.required_level)
-            candidates = {k: v for k, v in topo.domains(req).items()}
-        best: tuple[float, tuple, list[Assignment]] | None = None
-        for key, hosts in sorted(candidates.items()):
-            placed, missing = _pod_by_pod(snapshot, gang, hosts, lambda h, f: (_alloc_share(snapshot, h, f), h))
-            if missing:
-                continue
-            # placement score: MostAllocated over the domain after placing the gang
-            gpus = sum(snapshot.hosts[h].gpus for h in hosts) or 1
-            after = sum(snapshot.hosts[h].gpus - snapshot.hosts[h].free_gpus for h in hosts) + gang.gpu_count
-            score = after / gpus
-            if best is None or (score, key) > (best[0], best[1]):
-                best = (score, key, placed)
-        if best is None:
-            return _finish(self.name, snapshot, gang, [], gang.pod_count, t, True,
-                           f"gang {gang.name}: no candidate placement holds all {gang.pod_count} pods")
-        return _finish(self.name, snapshot, gang, best[2], 0, t, True)
-
-
 def all_policies(seed: int = 0, engine_options=None) -> list:
     """Clique's engine first, then every baseline."""
     from scheduler.placement.engine import CliqueEngine
 
-    return [CliqueEngine(engine_options), KueueBestFit(), TopologyPlacement(), MostAllocated(), DefaultSpread(),
-            RandomFit(seed)]
+    return [CliqueEngine(engine_options), KueueBestFit(), TopologyPlacement(seed), KaiTopology(), MostAllocated(),
+            DefaultSpread(), RandomFit(seed)]
 

@@ -18,7 +18,8 @@ def test_bench_placement_reports_every_policy():
     result = run_bench("placement", "--quick", "--sizes", "128", "--requests", "8")
     assert result["benchmark"] == "placement"
     policies = {r["policy"]: r for r in result["results"]}
-    assert set(policies) == {"clique", "kueue-bestfit", "topology-placement", "most-allocated", "default-spread", "random-fit"}
+    assert set(policies) == {"clique", "kueue-bestfit", "topology-placement", "kai-topology", "most-allocated",
+                            "default-spread", "random-fit"}
     assert policies["clique"]["optimal_share"] == 1.0
     assert all({"p50_ms", "p99_ms", "stranded_gpus", "one_domain_share", "gang_pods", "hosts"} <= set(r) for r in policies.values())
 

@@ -167,6 +167,14 @@ class Snapshot:
         return np.array([fv.get(h, zero) for h in names], dtype=np.int64).reshape(len(names), 4)
 
     @cached_property
+    def capacity_matrix(self) -> np.ndarray:
+        """(gpus, cpu_millis) per host as an (hosts x 2) array in the topology's row order (zeros for hosts not
+        here). What hosts have does not change with what is bound: `apply` hands it on as it is."""
+        names, hosts = self.topology.host_names, self.hosts
+        flat = [v for h in names for v in ((hosts[h].gpus, hosts[h].cpu_millis) if h in hosts else (0, 0))]
+        return np.array(flat, dtype=np.int64).reshape(len(names), 2)
+
+    @cached_property
     def untouched_vector(self) -> np.ndarray:
         un = self.untouched
         return np.fromiter((un.get(h, False) for h in self.topology.host_names), dtype=bool,
@@ -189,6 +197,8 @@ class Snapshot:
                 for t in touched:
                     derived[t] = fn(hosts[t])
                 out.__dict__[attr] = derived
+        if "capacity_matrix" in self.__dict__:
+            out.__dict__["capacity_matrix"] = self.__dict__["capacity_matrix"]
         row = self.topology.host_row
         if "free_matrix" in self.__dict__:
             m = self.__dict__["free_matrix"].copy()

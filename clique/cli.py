@@ -46,6 +46,12 @@ def build_parser(modules: Sequence[ModuleType] | None = None, prog: str = "cliqu
 
 
 def main(argv: Sequence[str] | None = None, modules: Sequence[ModuleType] | None = None, prog: str = "clique") -> int:
+    if modules is None and list(sys.argv[1:] if argv is None else argv)[:2] == ["scheduler", "extender"]:
+        # the serving path parses with the scheduler's commands only: the others' modules (simulations' among
+        # them) would stay imported for the process's life, 12 MiB of the extender's RSS
+        from scheduler import cli as scheduler_cli
+
+        modules = [scheduler_cli]
     parser = build_parser(modules, prog)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

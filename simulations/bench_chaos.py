@@ -11,6 +11,13 @@ arrive over `--arrival` seconds and are deleted a random lifetime after they are
 time at seeded random moments in the first 80% of the arrival window; after it, nothing is killed and the run
 waits (at most `--settle` s) until every gang still there is bound, then judges the rest with `fits`.
 
+With `autoscaler` (the benchmark's default) the autoscaler daemon runs too, as a process, on a workload of the
+chaos kinds: a StatefulSet of 2-pod x 8-GPU gangs (`clique.dev/gang-size`) under a QueueDepth policy whose
+metric it scrapes (policy `source: Scrape`) from a synthetic exporter of this process; the queue depth steps
+through a seeded cycle so the daemon scales it up and down while the faults happen. Its pods are counted by the
+checker like any other (GPUs, constraints). RSS and open fds of the extender and of the autoscaler are reported
+at their start and at the end of the run (a leak shows as growth).
+
 `run_chaos(cp, config)` works on any running ControlPlane (tests/e2e/test_chaos.py uses the session one);
 `run(config)` starts its own. JSON on the last line; progress on stderr.
 """
@@ -53,6 +60,7 @@ class ChaosConfig:
     bind_timeout_s: float = 8.0
     lws: bool = True  # LeaderWorkerSet gangs (needs the control plane started with lws=True)
     namespace: str = ""  # "" = chaos-<random>
+    autoscaler: bool = False  # also run the autoscaler daemon on a StatefulSet gang workload (`clique bench chaos`: on)
 
 
 def _pid_stats(pid: int) -> dict[str, Any]:
@@ -228,6 +236,99 @@ class _Extender:
         stop_extender(self.proc)
 
 
+SCALED = "scaled"  # the autoscaled StatefulSet
+SCALED_PODS = 2  # pods per replica (one gang)
+QUEUE_METRIC = "vllm:num_requests_waiting"  # what SyntheticExporter.queue sets (vLLM's queue-depth gauge)
+QUEUE_CYCLE = (5.0, 35.0, 35.0, 15.0, 0.0, 0.0)  # queue depth per step of AUTOSCALE_STEP_S: 1, 3 (max), 2, 1 replicas
+AUTOSCALE_STEP_S = 12.0
+
+
+def scaled_manifests(pool: str, ns: str, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The autoscaled StatefulSet (one 2-pod gang to start) and its policy ConfigMap (pure). The policy reads the
+    queue depth by Scrape from `endpoint` and asks one replica per 10 queued requests, 1..3 replicas."""
+    from autoscaler.policy import POLICY_LABEL
+
+    labels = {"app": SCALED}
+    sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": SCALED},
+           "spec": {"replicas": SCALED_PODS, "serviceName": SCALED, "podManagementPolicy": "Parallel",
+                    "selector": {"matchLabels": labels},
+                    "template": {"metadata": {"labels": labels, "annotations": {
+                        "clique.dev/gang-size": str(SCALED_PODS), "clique.dev/topology-required": NVL}},
+                        "spec": _pod_spec(pool, 8, None)}}}
+    policy = {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": SCALED},
+              "minReplicas": 1, "maxReplicas": 3, "podsPerReplica": SCALED_PODS, "scaleUnit": "Pods",
+              "evaluationIntervalSeconds": 2,
+              "gang": {"gpusPerPod": 8, "topologyRequired": NVL, "nodeSelector": {"clique.dev/pool": pool}},
+              "metrics": [{"type": "QueueDepth", "queueDepth": {"metric": QUEUE_METRIC, "source": "Scrape",
+                                                                "endpoints": [endpoint]},
+                           "target": {"type": "AverageValue", "averageValue": 10}}],
+              "behavior": {"scaleDown": {"stabilizationWindowSeconds": 6}}}
+    import yaml
+
+    cm = {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": f"{SCALED}-policy", "labels": {POLICY_LABEL: "true"}},
+          "data": {"policy.yaml": yaml.safe_dump(policy)}}
+    return sts, cm
+
+
+class _Autoscaled:
+    """The autoscaler daemon (a process) on the SCALED StatefulSet, its exporter, and a thread stepping the queue
+    depth through QUEUE_CYCLE and recording the replicas it sees."""
+
+    def __init__(self, run: "_Run") -> None:
+        from autoscaler.process import start_autoscaler
+        from simulations.exporter import SyntheticExporter
+
+        self.run, ns = run, run.ns
+        self.exporter = SyntheticExporter()
+        self.exporter.queue(QUEUE_CYCLE[0], namespace=ns)
+        sts, cm = scaled_manifests(run.pool, ns, self.exporter.url)
+        _retry("create the autoscaled StatefulSet", lambda: run.apps.create_namespaced_stateful_set(ns, sts))
+        _retry("create its policy", lambda: run.core.create_namespaced_config_map(ns, cm))
+        self.proc, self.port = start_autoscaler(run.cp.kubeconfig, run.cp.workdir / f"autoscaler-{run.pool}.log",
+                                                None, namespace=ns, preset="generic-nvlink", lease_namespace=ns)
+        self.first = {"pid": self.proc.pid, "at_s": round(run.clock(), 1), **_pid_stats(self.proc.pid)}
+        self.end: dict[str, Any] | None = None
+        self.replicas: list[tuple[float, int]] = []  # (t, spec.replicas) at every change seen
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._drive, name="chaos-autoscaled", daemon=True)
+
+    def _drive(self) -> None:
+        step, t_next = 0, time.monotonic() + AUTOSCALE_STEP_S
+        while not self.stop.is_set():
+            if time.monotonic() >= t_next:
+                step += 1
+                t_next += AUTOSCALE_STEP_S
+                self.exporter.queue(QUEUE_CYCLE[step % len(QUEUE_CYCLE)], namespace=self.run.ns)
+            try:
+                n = self.run.apps.read_namespaced_stateful_set_scale(SCALED, self.run.ns).spec.replicas
+                if not self.replicas or self.replicas[-1][1] != n:
+                    self.replicas.append((round(self.run.clock(), 1), n))
+            except Exception:  # noqa: BLE001 - the API server may be restarting
+                pass
+            self.stop.wait(1.0)
+
+    def finish(self) -> None:
+        """The end figures, then the daemon stopped and its workload deleted (before the namespace is drained)."""
+        from autoscaler.process import stop_autoscaler
+
+        self.stop.set()
+        self.thread.join(timeout=5)
+        if self.end is None and self.proc.poll() is None:
+            self.end = {"pid": self.proc.pid, "at_s": round(self.run.clock(), 1), **_pid_stats(self.proc.pid)}
+        stop_autoscaler(self.proc)
+        self.exporter.close()
+        ns = self.run.ns
+        _retry("delete the autoscaled StatefulSet", lambda: self.run.apps.delete_namespaced_stateful_set(SCALED, ns))
+
+    def result(self) -> dict[str, Any]:
+        counts = [n for _, n in self.replicas]
+        return {"first_start": self.first, "end": self.end, "exited": self.proc.returncode not in (None, 0, -15),
+                "replicas_changes": [{"at_s": t, "pods": n} for t, n in self.replicas],
+                "scale_ups": sum(1 for a, b in zip(counts, counts[1:]) if b > a),
+                "scale_downs": sum(1 for a, b in zip(counts, counts[1:]) if b < a)}
+
+
 def _retry(what: str, fn: Callable[[], Any], deadline_s: float = 90.0) -> Any:
     """Retry an API write through an API server restart; 409 (already there) / 404 (already gone) are done."""
     from kubernetes.client.exceptions import ApiException
@@ -269,6 +370,7 @@ class _Run:
         self.names: list[str] = []
         self.watches: list[_Watch] = []
         self.ext: _Extender | None = None
+        self.autoscaled: _Autoscaled | None = None
         self.ext_restarted: dict[str, Any] | None = None  # the last restarted extender, right after it was ready
         self.t_run = 0.0
 
@@ -303,12 +405,18 @@ class _Run:
         self.cp.start_scheduler(clique_scheduler_config(self.ext.port), name=SCHEDULER)
         self.say(f"[bench chaos] extender and {SCHEDULER} up; {len(self.subs)} gangs over {cfg.arrival_s:.0f}s, "
                  f"{len(self.faults)} faults (seed {cfg.seed})")
+        if cfg.autoscaler:
+            self.autoscaled = _Autoscaled(self)
+            self.say(f"[bench chaos] autoscaler up on StatefulSet {SCALED} (queue depth cycle {QUEUE_CYCLE}, "
+                     f"{AUTOSCALE_STEP_S:.0f}s a step)")
 
     def teardown(self) -> None:
         from simulations.controlplane.kwok_nodes import delete_nodes
 
         self.stop.set()
         try:
+            if self.autoscaled is not None and self.autoscaled.proc.poll() is None:
+                self.autoscaled.finish()
             self.cp.stop_component(SCHEDULER)
             if self.ext is not None:
                 self.ext.stop()
@@ -415,6 +523,8 @@ class _Run:
         cfg, checker, lock = self.cfg, self.checker, self.lock
         ext_first = {"pid": self.ext.proc.pid, "at_s": round(self.clock(), 1), **_pid_stats(self.ext.proc.pid)}
         self.t_run = self.clock()
+        if self.autoscaled is not None:
+            self.autoscaled.thread.start()
         with ThreadPoolExecutor(6) as creators, ThreadPoolExecutor(4) as deleters:
             arrivals = threading.Thread(target=self.arrivals, args=(creators,), daemon=True)
             departures = threading.Thread(target=self.departures, args=(deleters,), daemon=True)
@@ -445,12 +555,17 @@ class _Run:
             ready_at = k["at"] + k["ready_s"]
             first = next((t for t in sorted(checker.binds) if t >= ready_at), None) if k["pending_at_ready"] else None
             k["recovery_s"] = round((first if first is not None else ready_at) - k["at"], 2)
+        if self.autoscaled is not None:
+            self.autoscaled.finish()
         _drain(self.core, self.ns, self.say)
         time.sleep(2)  # the extender sees the last deletions
         ext_end = {"pid": self.ext.proc.pid, "at_s": round(self.clock(), 1), **_pid_stats(self.ext.proc.pid)}
         # a leak shows as growth of one process: the last restarted one, from its start to the end of the run
-        return self._result(feasible, infeasible, {"first_start": ext_first, "last_restart": self.ext_restarted,
-                                                   "end": ext_end})
+        result = self._result(feasible, infeasible, {"first_start": ext_first, "last_restart": self.ext_restarted,
+                                                     "end": ext_end})
+        if self.autoscaled is not None:  # one process through the whole run (never killed): its growth is a leak
+            result["autoscaler_process"] = self.autoscaled.result()
+        return result
 
     def _judge_waiting(self) -> tuple[list[str], list[str]]:
         """Gangs not placed by the end, split by whether they fit the cluster as the API server shows it."""
@@ -554,6 +669,8 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--settle", type=float, default=d.settle_s,
                    help="at most this many seconds after the arrivals for every gang to be placed")
     p.add_argument("--no-lws", action="store_true", help="no LeaderWorkerSet gangs (no LWS controller)")
+    p.add_argument("--no-autoscaler", action="store_true",
+                   help="without the autoscaler daemon scaling a StatefulSet gang workload during the run")
     p.add_argument("--workdir", type=Path, default=None,
                    help="the control plane's work directory, kept after the run (logs); default: a temporary one")
     p.set_defaults(func=cmd_bench_chaos)
@@ -567,7 +684,8 @@ def cmd_bench_chaos(args: argparse.Namespace) -> int:
         return 2
     cfg = ChaosConfig(gangs=args.gangs, nodes=args.nodes, extender_kills=args.extender_kills,
                       scheduler_kills=args.scheduler_kills, apiserver_restarts=args.apiserver_restarts,
-                      seed=args.seed, arrival_s=args.arrival, settle_s=args.settle, lws=not args.no_lws)
+                      seed=args.seed, arrival_s=args.arrival, settle_s=args.settle, lws=not args.no_lws,
+                      autoscaler=not args.no_autoscaler)
     import logging
 
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retries while kube-apiserver restarts, by the hundred

@@ -12,13 +12,15 @@ inner label either it is alone in a domain of its own ("<host>"): nothing is ass
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Protocol, Sequence
 
-import networkx as nx
 import numpy as np
 
 from topology.levels import HOST_COST, Level
 from topology.nvlink import NVLINK_MATRIX_ANNOTATION, MatrixError, parse_nvlink_matrix
+
+if TYPE_CHECKING:  # networkx is imported by the graph property only: the extender never renders (12 MiB of RSS)
+    import networkx as nx
 
 ROOT = "cluster"
 DomainKey = tuple[str, ...]  # label values from the outermost level down to this one
@@ -64,6 +66,8 @@ class Topology:
         """The networkx tree cluster -> domains -> hosts -> GPUs (with NVLink edges), built on first use: only
         rendering reads it, and at 5,000 8-GPU hosts it would be 90 MB of the extender's memory."""
         if self._graph is None:
+            import networkx as nx
+
             g = nx.DiGraph()
             g.add_node(ROOT, kind="cluster", level=-1)
             for host, keys in zip(self._hosts, self._graph_keys):

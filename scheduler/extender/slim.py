@@ -5,8 +5,9 @@ kubelet's container statuses), so 50,000 pods would hold 1.4 GB; what scheduler/
 (gangs.py, extender/service, gangbook, gang_health, health_loop, recovery, pinning, preemption, nodefit, binder,
 state) is kept, the rest dropped, for about 1.5 KB a pod. Parts that pods of one template share (containers,
 tolerations, affinity, owner references, annotations, ...) are kept once and shared by all the pods that have
-them, and strings are interned. Slim pods, and so everything in ClusterState.pods, are read-only: no code
-changes a pod dict it reads from the state (a change would reach every pod sharing that part).
+them, and strings are interned (but a pod's own: name, uid, timestamps). Slim pods, and so everything in
+ClusterState.pods, are read-only: no code changes a pod dict it reads from the state (a change would reach every
+pod sharing that part).
 
 Kept, by path (a field missing from the pod stays missing):
   apiVersion, kind
@@ -16,6 +17,7 @@ Kept, by path (a field missing from the pod stays missing):
         tolerations, schedulingGates, schedulingGroup, terminationGracePeriodSeconds,
         containers[] and initContainers[]: name, resources, command, args, restartPolicy
   status: phase, reason, message, nominatedNodeName; conditions of type PodScheduled and DisruptionTarget
+          (their type, status, reason, message, lastTransitionTime)
 A pod whose metadata, spec or status is not an object keeps that part as it is (the readers judge it).
 """
 
@@ -34,11 +36,21 @@ SPEC = ("nodeName", "schedulerName", "priority", "priorityClassName", "preemptio
 CONTAINER = ("name", "resources", "command", "args", "restartPolicy")
 STATUS = ("phase", "reason", "message", "nominatedNodeName")
 CONDITIONS = ("PodScheduled", "DisruptionTarget")  # gangbook.scheduled_at, gang_health.how_gone
+CONDITION = ("type", "status", "reason", "message", "lastTransitionTime")  # what they read of one (and say)
+UNIQUE = {("metadata", "name"), ("metadata", "uid"), ("metadata", "creationTimestamp"),
+          ("metadata", "deletionTimestamp")}  # one pod's own: copied, not interned (the intern table would grow)
 # Parts that pods of one template (or scheduled in the same second) have in common.
 SHARED = {("metadata", "labels"), ("metadata", "annotations"), ("status", "conditions"), ("metadata", "ownerReferences"), ("spec", "nodeSelector"),
           ("spec", "affinity"), ("spec", "tolerations"), ("spec", "schedulingGates"), ("spec", "schedulingGroup"),
           ("spec", "containers"), ("spec", "initContainers")}
 MAX_SHARED = 50_000  # distinct shared parts remembered; past that the table starts over (sharing is only a saving)
+
+
+def copy_str(value: Any) -> Any:
+    """A new string equal to `value` (not interned), anything else through `fresh`."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+    return fresh(value)
 
 
 def fresh(value: Any) -> Any:
@@ -89,7 +101,7 @@ class Slimmer:
                 if (section, k) in SHARED:
                     v = self._share(self._containers(v) if k in ("containers", "initContainers") else v)
                 else:
-                    v = fresh(v)
+                    v = copy_str(v) if (section, k) in UNIQUE else fresh(v)
                 out[sys.intern(k)] = v
         return out
 
@@ -110,7 +122,8 @@ class Slimmer:
             slim = self._part(status, "status", STATUS)
             if isinstance(status, dict) and isinstance(slim, dict) and "conditions" in status:
                 conds = status["conditions"]
-                slim["conditions"] = self._share([c for c in conds if isinstance(c, dict) and c.get("type") in CONDITIONS]
+                slim["conditions"] = self._share([{k: c[k] for k in CONDITION if k in c} for c in conds
+                                                  if isinstance(c, dict) and c.get("type") in CONDITIONS]
                                                  if isinstance(conds, list) else conds)
             out["status"] = slim
         return out

@@ -94,7 +94,10 @@ class ClusterState:
         # Kept up to date on every event, so planning never scans all pods:
         self.usage: dict[str, list[int]] = {}  # node -> [gpus, cpu_millis, memory, pods] of bound pods
         self._contrib: dict[str, tuple[str, tuple[int, int, int, int]]] = {}  # pod key -> (node, its request)
-        self.gang_index: dict[str, set[str]] = {}  # gang key -> pod keys
+        # gang key -> pod keys: a 1-tuple while the gang has one pod (most pods are gangs of one: 48 bytes, not a
+        # 216-byte set), a set from two; a gang with no pod left has no entry
+        self.gang_index: dict[str, tuple[str] | set[str]] = {}
+        self._requests: dict[tuple[int, int, int, int], tuple[int, int, int, int]] = {}  # one object per request
         self._gang_of: dict[str, str] = {}  # pod key -> gang key
         self.touched_gangs: set[str] = set()  # gangs whose pods changed since the gang recovery last looked
         self.gated_gangs: set[str] = set()  # gangs with a pod under our scheduling gate that changed (pinning.py)
@@ -112,9 +115,9 @@ class ClusterState:
         self._untouched_vec = np.zeros(0, dtype=bool)
         self._rows_version = -1  # node_version the arrays' row order belongs to
         # victim index (gang preemption): unit id -> {pod key: (priority, VictimPod)} of bound, live pods
-        self._victims: dict[str, dict[str, tuple[int, VictimPod]]] = {}
+        # (a unit of one pod, not a gang: that pod's (priority, VictimPod) itself)
+        self._victims: dict[str, dict[str, tuple[int, VictimPod]] | tuple[int, VictimPod]] = {}
         self._victim_unit_of: dict[str, str] = {}  # pod key -> its unit id
-        self._victim_is_gang: dict[str, bool] = {}  # unit id -> whether it is a gang
         self._victim_cache: dict[str, VictimUnit] = {}  # unit id -> its VictimUnit (dropped when it changes)
         self._victim_order: list[str] | None = None  # unit ids sorted (None: rebuild)
         self._bound_priorities: dict[int, int] = {}  # priority -> bound live pods with it
@@ -126,7 +129,8 @@ class ClusterState:
         core = client.CoreV1Api(api_client)
         await asyncio.gather(
             self._list_watch("nodes", core.list_node, self._set_nodes, self._node_event, api_client),
-            self._list_watch("pods", core.list_pod_for_all_namespaces, self._set_pods, self._pod_event, api_client),
+            self._list_watch("pods", core.list_pod_for_all_namespaces, lambda items: self._set_pods(items, slimmed=True),
+                             self._pod_event, api_client),
         )
 
     async def _list_watch(self, kind: str, list_fn: Callable[..., Awaitable[Any]], replace: Callable[[list], None],
@@ -226,15 +230,17 @@ class ClusterState:
             self.taint_version += 1
         self.version += 1
 
-    def _set_pods(self, items: list[dict]) -> None:
+    def _set_pods(self, items: list[dict], slimmed: bool = False) -> None:
+        """Every pod anew; `slimmed`: the items are slim pods already (_list_pages made them), kept as they are
+        (slimming them again would copy every pod once more, and the copies' holes would stay in the heap)."""
         self.pods, self.usage, self._contrib, self.gang_index, self._gang_of = {}, {}, {}, {}, {}
-        self._victims, self._victim_unit_of, self._victim_is_gang, self._victim_cache = {}, {}, {}, {}
+        self._victims, self._victim_unit_of, self._victim_cache = {}, {}, {}
         self._victim_order, self._bound_priorities = None, {}
         self._dirty = None
         for p in items:
-            self._pod_event("ADDED", p)
+            self._pod_event("ADDED", p, slimmed)
 
-    def _pod_event(self, typ: str, obj: dict) -> None:
+    def _pod_event(self, typ: str, obj: dict, slimmed: bool = False) -> None:
         md = obj.get("metadata") or {}
         key = f"{md.get('namespace')}/{md.get('name')}"
         gone = typ == "DELETED" or (obj.get("status") or {}).get("phase") in TERMINAL
@@ -251,6 +257,10 @@ class ClusterState:
         if not gone and node:
             r = pod_request(obj)
             req = (r.gpus, r.cpu_millis, r.memory, 1)
+            if len(self._requests) < 4096:  # pods of one template ask the same: one tuple for all of them
+                req = self._requests.setdefault(req, req)
+            else:
+                req = self._requests.get(req, req)
             if not md.get("deletionTimestamp"):
                 self._index_victim(key, obj, node, req, ref)
             self._contrib[key] = (node, req)
@@ -261,16 +271,28 @@ class ClusterState:
         # gang index
         old_gang = self._gang_of.pop(key, None)
         if old_gang is not None:
-            self.gang_index.get(old_gang, set()).discard(key)
+            members = self.gang_index.get(old_gang)
+            if isinstance(members, set):
+                members.discard(key)
+                if not members:
+                    del self.gang_index[old_gang]
+            elif members == (key,):
+                del self.gang_index[old_gang]
             self.touched_gangs.add(old_gang)
         if gone:
             if self.pods.pop(key, None) is not None and self.on_pod_gone is not None:
                 self.on_pod_gone(obj)
         else:
-            self.pods[key] = self._slim.pod(obj)
+            self.pods[key] = obj if slimmed else self._slim.pod(obj)
             gang = ref.key  # recognised once above
             self._gang_of[key] = gang
-            self.gang_index.setdefault(gang, set()).add(key)
+            members = self.gang_index.get(gang)
+            if members is None:
+                self.gang_index[gang] = (key,)
+            elif isinstance(members, set):
+                members.add(key)
+            elif key not in members:
+                self.gang_index[gang] = {*members, key}
             self.touched_gangs.add(gang)
             if has_gate(obj):
                 self.gated_gangs.add(gang)
@@ -282,13 +304,18 @@ class ClusterState:
         prio = prio if isinstance(prio, int) else 0  # the Priority admission plugin's default without a class
         single = getattr(ref, "source", "single") == "single"
         unit = key if single else ref.key
-        pods = self._victims.get(unit)
-        if pods is None:
-            pods = self._victims[unit] = {}
-            self._victim_order = None
-        pods[key] = (prio, VictimPod(key, node, req))
+        entry = (prio, VictimPod(key, node, req))
+        if single:  # a unit of one pod (most of them) keeps its entry itself, not a dict of one
+            if unit not in self._victims:
+                self._victim_order = None
+            self._victims[unit] = entry
+        else:
+            pods = self._victims.get(unit)
+            if not isinstance(pods, dict):
+                pods = self._victims[unit] = {}
+                self._victim_order = None
+            pods[key] = entry
         self._victim_unit_of[key] = unit
-        self._victim_is_gang[unit] = not single
         self._victim_cache.pop(unit, None)
         self._bound_priorities[prio] = self._bound_priorities.get(prio, 0) + 1
 
@@ -297,7 +324,10 @@ class ClusterState:
         if unit is None:
             return
         pods = self._victims[unit]
-        prio, _ = pods.pop(key)
+        if isinstance(pods, dict):
+            prio, _ = pods.pop(key)
+        else:
+            prio, pods = pods[0], None
         left = self._bound_priorities[prio] - 1
         if left:
             self._bound_priorities[prio] = left
@@ -306,8 +336,14 @@ class ClusterState:
         self._victim_cache.pop(unit, None)
         if not pods:
             del self._victims[unit]
-            self._victim_is_gang.pop(unit, None)
             self._victim_order = None
+
+    def _victim_unit(self, unit: str) -> VictimUnit:
+        pods = self._victims[unit]
+        if isinstance(pods, dict):
+            return VictimUnit(unit, max(p for p, _ in pods.values()), tuple(vp for _, (_, vp) in sorted(pods.items())),
+                              True)
+        return VictimUnit(unit, pods[0], (pods[1],), False)
 
     def lowest_bound_priority(self) -> int | None:
         """The lowest priority of any bound, not terminating pod (None: none), without a scan."""
@@ -324,10 +360,7 @@ class ClusterState:
         for unit in self._victim_order:
             u = cache.get(unit)
             if u is None:
-                pods = self._victims[unit]
-                u = cache[unit] = VictimUnit(unit, max(p for p, _ in pods.values()),
-                                             tuple(vp for _, (_, vp) in sorted(pods.items())),
-                                             self._victim_is_gang[unit])
+                u = cache[unit] = self._victim_unit(unit)
             if u.priority < below and unit != exclude:
                 out.append(u)
         return out
@@ -335,11 +368,9 @@ class ClusterState:
     def victim_unit(self, unit: str) -> VictimUnit | None:
         """One unit as the index has it now (None: no bound live pod left), for checking a decision made on an
         earlier copy."""
-        pods = self._victims.get(unit)
-        if pods is None:
+        if unit not in self._victims:
             return None
-        return self._victim_cache.get(unit) or VictimUnit(unit, max(p for p, _ in pods.values()), tuple(
-            vp for _, (_, vp) in sorted(pods.items())), self._victim_is_gang[unit])
+        return self._victim_cache.get(unit) or self._victim_unit(unit)
 
     # ------------------------------------------------------------------ views
     def topology(self) -> Topology:

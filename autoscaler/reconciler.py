@@ -25,7 +25,7 @@ from typing import Any, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from autoscaler.algorithm import Capacity, Decision, History, Reason, decide, record
-from autoscaler.planned import PlannerFeed, hold_decision, planned_decision
+from autoscaler.planned import FIRST_WINDOW_S, PlannerFeed, hold_decision, planned_decision
 from autoscaler.policy import POLICY_KEY, POLICY_LABEL, Policy, PolicyError, parse_policy
 from autoscaler.sources import PrometheusSource, read_metric, read_planner_signals
 from autoscaler.target_shape import pending_replicas, resolve_gang
@@ -73,6 +73,14 @@ class PolicyRuntime:
     last_status_write: float = -1e9
     events_sent: dict[str, float] = field(default_factory=dict)
     feed: PlannerFeed | None = None  # policies with planner:, the planner and its memory
+
+
+def next_due(due: float, now: float, interval_s: float) -> float:
+    """When a policy evaluated at `now` (it was due at `due`) is due again: one interval after it was due, so that
+    evaluations keep to the interval on average however late each tick finds them (one interval after `now` counted
+    the tick's lateness and the evaluation's own time into every interval: 0.5 s evaluations ran every 0.6-0.9 s);
+    one interval after `now` when it is a whole interval late (no burst of catch-up evaluations)."""
+    return due + interval_s if now - due < interval_s else now + interval_s
 
 
 class Autoscaler:
@@ -156,7 +164,7 @@ class Autoscaler:
 
     async def _evaluate_safely(self, key: str, rt: PolicyRuntime) -> Decision | None:
         assert rt.policy is not None
-        rt.next_due = self.clock() + rt.policy.interval_s
+        rt.next_due = next_due(rt.next_due, self.clock(), rt.policy.interval_s)
         started = time.perf_counter()
         try:
             return await self.evaluate(key, rt)
@@ -194,7 +202,9 @@ class Autoscaler:
         pending = pending_replicas(unbound, scale.selects, p.gang.pods)
         now = self.clock()
         if p.planner is not None:
-            signals = await read_planner_signals(p.planner, self.prometheus)
+            # the counters' samples since the last one used (their timestamps give the planner's 1 s bins)
+            window = rt.feed.window_s(self.wall_clock()) if rt.feed is not None else FIRST_WINDOW_S
+            signals = await read_planner_signals(p.planner, self.prometheus, window)
             capacity = self.capacity(p, pending) if p.capacity_aware else None
             if signals.error:
                 decision = hold_decision(p, current, signals)

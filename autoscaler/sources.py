@@ -201,33 +201,60 @@ async def _read_scrape(spec: MetricSpec, http: Any) -> Reading:
     return Reading(spec, value=value)
 
 
-def planner_queries(spec: PlannerSpec) -> dict[str, str]:
+def planner_queries(spec: PlannerSpec, window_s: float | None = None) -> dict[str, str]:
     """The PromQL per planner signal: counters unaggregated (one series each, their increments are taken per series
-    so that one pod's reset does not look like negative load), gauges summed."""
+    so that one pod's reset does not look like negative load), gauges summed. `window_s`: the counters as a range
+    selector over that many seconds (whole milliseconds), so that every sample Prometheus holds comes back with its
+    timestamp (autoscaler/planned.py says why)."""
     sel = _matchers(spec.selector)
-    return {s: (f"{spec.metric(s)}{sel}" if s in ("promptTokens", "requests") else f"sum({spec.metric(s)}{sel})")
+    rng = f"[{max(1, math.ceil(window_s * 1000))}ms]" if window_s is not None else ""
+    return {s: (f"{spec.metric(s)}{sel}{rng}" if s in ("promptTokens", "requests") else f"sum({spec.metric(s)}{sel})")
             for s in ("promptTokens", "requests", "waiting", "running")}
 
 
-async def read_planner_signals(spec: PlannerSpec, prometheus: PrometheusSource | None) -> PlannerSignals:
-    """The planner's signals for one evaluation; never raises (what failed is in `error`)."""
+def _samples(series: dict[str, Any]) -> list[tuple[float, float]]:
+    """A range vector's samples (prometheus/prometheus docs/querying/api.md, "Range vectors": result type
+    `matrix`, each series with `values: [[<unix_time>, "<sample_value>"], ...]`), oldest first, NaN/Inf left out."""
+    out = []
+    for row in series.get("values") or []:
+        try:
+            t, v = float(row[0]), float(row[1])
+        except (IndexError, TypeError, ValueError):
+            continue
+        if not (math.isnan(v) or math.isinf(v)):
+            out.append((t, v))
+    return sorted(out)
+
+
+async def read_planner_signals(spec: PlannerSpec, prometheus: PrometheusSource | None,
+                               window_s: float | None = None) -> PlannerSignals:
+    """The planner's signals for one evaluation; never raises (what failed is in `error`). `window_s`: read the
+    counters' samples of that many seconds back (PlannerSignals.samples), not only their latest values."""
     if prometheus is None:
         return PlannerSignals(error="no Prometheus URL configured (--prometheus-url)")
-    queries = planner_queries(spec)
+    queries = planner_queries(spec, window_s)
     answers = await asyncio.gather(*(prometheus.query(q) for q in queries.values()), return_exceptions=True)
     counters: dict[str, dict[frozenset, float]] = {}
     gauges: dict[str, float] = {}
+    ranges: dict[str, dict[frozenset, list[tuple[float, float]]]] = {}
     errors = []
     for (signal, promql), result in zip(queries.items(), answers):
         if isinstance(result, BaseException):
             first = str(result).splitlines()[0][:200] if str(result) else type(result).__name__
             errors.append(f"{signal}: Prometheus {prometheus.url} query failed: {first}")
             continue
-        samples = [(s.get("metric") or {}, v) for s in result or [] if (v := _value(s)) is not None]
+        result = result or []
+        if any("values" in s for s in result):  # a range vector: every sample, with its timestamp
+            rows = {frozenset((s.get("metric") or {}).items()): got for s in result if (got := _samples(s))}
+            samples = [(dict(k), r[-1][1]) for k, r in rows.items()]
+            if rows:
+                ranges[signal] = rows
+        else:
+            samples = [(s.get("metric") or {}, v) for s in result if (v := _value(s)) is not None]
         if not samples:
             errors.append(f"{signal}: no samples from {promql}")
         elif signal in ("promptTokens", "requests"):
             counters[signal] = {frozenset(labels.items()): v for labels, v in samples}
         else:
             gauges[signal] = sum(v for _, v in samples)
-    return PlannerSignals(counters, gauges, "; ".join(errors) or None)
+    return PlannerSignals(counters, gauges, "; ".join(errors) or None, ranges)

@@ -1,10 +1,14 @@
 """KWOK scenario runner: the offline simulator's cluster and workload, time-compressed, against the real control
 plane (etcd, kube-apiserver, kube-scheduler, kwok) with Clique's scheduler and with the stock one, measured from
-the API server. Side effects: starts a local control plane, KWOK nodes, the extender; creates and deletes pods.
+the API server. Side effects: starts a local control plane, KWOK nodes, the extender (and with `kueue-tas` the
+real Kueue manager and its queues); creates and deletes pods.
 
     fill   (no times in the trace, e.g. openb multigpu50) pods are created in file order, at most `window`
            of them undecided at once; the run stops at the first pod the scheduler marks Unschedulable
            (plus `after_failure` more). Reported: GPUs bound when that condition arrives on the watch.
+           `kueue-tas` (the real Kueue v0.17.0 TAS, then the stock kube-scheduler): Kueue's pods wait behind
+           scheduling gates, so the stop signal is the first Workload Kueue rejects and the GPUs are those of the
+           pods whose Workloads held a reservation then (simulations/kueue_fill.py). Fill only.
     timed  (openb default, the Dynamo mix) arrivals and departures on a virtual clock: it runs at
            `speedup` x real time, and jumps to the next event whenever the cluster is quiet (default: only
            jumps, event by event). Each pod is deleted its trace duration after the API server shows it
@@ -14,7 +18,7 @@ the API server. Side effects: starts a local control plane, KWOK nodes, the exte
 Every number comes from a watch on the scenario's pods (spec.nodeName, the PodScheduled condition) and from
 the Node objects, not from the scheduler's own view. The same run also plays the workload through the
 offline simulator, so each scheduler's real-cluster figures sit beside the offline policy that models it:
-clique beside `clique`, the stock kube-scheduler beside `default-spread`.
+clique beside `clique`, the stock kube-scheduler beside `default-spread`, the real Kueue beside `kueue-bestfit`.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ log = logging.getLogger("clique.kwok_scenario")
 SCENARIO = "clique.dev/scenario"
 SIM_GANG = "clique.dev/sim-gang"
 # which offline policy models each real scheduler
-OFFLINE_TWIN = {"clique": "clique", "stock": "default-spread"}
-SCHEDULER_NAME = {"clique": "clique-scheduler", "stock": "default-scheduler"}
+OFFLINE_TWIN = {"clique": "clique", "stock": "default-spread", "kueue-tas": "kueue-bestfit"}
+# kueue-tas: Kueue admits and assigns nodes (TAS), the stock kube-scheduler binds
+SCHEDULER_NAME = {"clique": "clique-scheduler", "stock": "default-scheduler", "kueue-tas": "default-scheduler"}
+GATED_REASON = "SchedulingGated"  # k8s.io/api core/v1 PodReasonSchedulingGated: gated, not rejected
 
 
 # ----------------------------------------------------------------------------------------------- pure parts
@@ -130,6 +136,10 @@ class FirstFailure:
     reason: str
     bound_gpus: int
     used_per_node: dict[str, int]
+    signal: str = "pod"  # "pod": PodScheduled=False; "workload": Kueue's Workload (kueue_fill.py)
+    kind: str = ""  # workload: which check failed ("topology", "quota", ...)
+    reserved: frozenset[str] | None = None  # workload: pods whose Workloads held a reservation at the signal
+    bound_pods: int = 0  # pods bound when the signal arrived
 
 
 class PodObserver:
@@ -165,6 +175,25 @@ class PodObserver:
     def expect(self, name: str, gpus: int) -> None:
         with self._lock:
             self.expected[name] = gpus
+
+    def reject(self, pods: Sequence[str], reason: str, kind: str, reserved: frozenset[str]) -> None:
+        """A rejection that another object reports for these pods (Kueue's Workload, kueue_fill.py)."""
+        now = time.monotonic()
+        with self._lock:
+            for name in pods:
+                seen = self.pods.get(name)
+                if seen is None:
+                    seen = self.pods[name] = PodSeen(self.expected.get(name, 0))
+                if seen.failed_reason is None and not seen.node:
+                    seen.failed_reason = reason[:300]
+                    self.events.put(("failed", name, now))
+            if self.first_failure is None and pods:
+                self.first_failure = FirstFailure(pods[0], reason[:300], self.bound_gpus, dict(self.used),
+                                                  signal="workload", kind=kind, reserved=reserved,
+                                                  bound_pods=self._bound_pods())
+
+    def _bound_pods(self) -> int:
+        return sum(1 for p in self.pods.values() if p.node and not p.deleted)
 
     def _run(self) -> None:
         from kubernetes import client
@@ -233,11 +262,13 @@ class PodObserver:
             if not node and seen.failed_reason is None:
                 cond = next((c for c in (obj.get("status") or {}).get("conditions") or []
                              if c.get("type") == "PodScheduled" and c.get("status") == "False"), None)
-                # a gang whose pods are still being created waits; that is not a rejection
-                if cond and GANG_INCOMPLETE not in (cond.get("message") or ""):
+                # a gang whose pods are still being created waits, a gated pod waits; neither is a rejection
+                if (cond and GANG_INCOMPLETE not in (cond.get("message") or "")
+                        and cond.get("reason") != GATED_REASON):
                     seen.failed_reason = f"{cond.get('reason')}: {cond.get('message', '')}"[:300]
                     if self.first_failure is None:
-                        self.first_failure = FirstFailure(name, seen.failed_reason, self.bound_gpus, dict(self.used))
+                        self.first_failure = FirstFailure(name, seen.failed_reason, self.bound_gpus, dict(self.used),
+                                                          bound_pods=self._bound_pods())
                     self.events.put(("failed", name, now))
 
 
@@ -252,6 +283,7 @@ class KwokResult:
     failed: int = 0  # gangs with no pod bound at the end
     departed: int = 0  # placed gangs whose pods the run deleted at their trace departure
     first_failure_index: int | None = None
+    placed_at_first_failure: int | None = None  # pods bound (Kueue: reserved, then bound) at the first rejection
     first_failure_reason: str = ""
     allocation_ratio_at_first_failure: float | None = None
     unallocated_gpus: int | None = None
@@ -264,6 +296,10 @@ class KwokResult:
     wall_s: float = 0.0
     speedup: float | None = None
     watch_errors: int = 0
+    stop_signal: str = ""  # what the first rejection was read from: "pod" (PodScheduled) or "workload" (Kueue)
+    first_failure_kind: str = ""  # workload: "topology", "quota", ...
+    reserved_unbound: int | None = None  # workload: pods reserved at the signal that were never bound
+    reserved_after_signal: int | None = None  # workload: reservations arriving within 1 s after the signal
 
     def summary(self) -> dict:
         from simulations.placement_sim import _r as r, pct
@@ -271,6 +307,7 @@ class KwokResult:
         return {"scheduler": self.scheduler, "policy": self.scheduler, "offline_twin": OFFLINE_TWIN[self.scheduler],
                 "gangs": self.gangs, "pods": self.pods, "placed": self.placed, "partial_gangs": self.partial_gangs,
                 "failed": self.failed, "departed": self.departed, "first_failure_at": self.first_failure_index,
+                "placed_at_first_failure": self.placed_at_first_failure,
                 "first_failure_reason": self.first_failure_reason,
                 "allocation_ratio_at_first_failure": r(self.allocation_ratio_at_first_failure),
                 "unallocated_gpus": self.unallocated_gpus, "stranded_gpus": self.stranded_gpus,
@@ -279,7 +316,9 @@ class KwokResult:
                 "mean_wait_s": r(sum(self.waits_s) / len(self.waits_s)) if self.waits_s else 0.0,
                 "p99_wait_s": pct(self.waits_s, 0.99), "waited": sum(1 for w in self.waits_s if w > 0),
                 "p50_bind_ms": pct(self.bind_latency_ms, 0.5), "p99_bind_ms": pct(self.bind_latency_ms, 0.99),
-                "wall_s": round(self.wall_s, 1), "speedup": self.speedup, "watch_errors": self.watch_errors}
+                "wall_s": round(self.wall_s, 1), "speedup": self.speedup, "watch_errors": self.watch_errors,
+                "stop_signal": self.stop_signal, "first_failure_kind": self.first_failure_kind,
+                "reserved_unbound": self.reserved_unbound, "reserved_after_signal": self.reserved_after_signal}
 
 
 @dataclass
@@ -310,6 +349,19 @@ class ScenarioRun:
         names = dict(level_labels)
         self.plans = [gang_pods(i, a.gang, SCHEDULER_NAME[scheduler], self.scenario, names)
                       for i, a in enumerate(arrivals)]
+        self.workloads = None
+        if scheduler == "kueue-tas":
+            from simulations.kueue_fill import WorkloadObserver, kueue_pod
+
+            if timed:
+                raise ValueError("kueue-tas runs fill workloads only (timed arrivals with the real Kueue are not "
+                                 "implemented); use a workload without times, e.g. openb-multigpu50")
+            key = lambda lv: names.get(lv, lv) if lv else None  # noqa: E731
+            self.plans = [[PodPlan(p.name, p.arrival, p.gang, p.gpus,
+                                   kueue_pod(p.manifest, len(plans), p.gang, required=key(a.gang.required_level),
+                                             preferred=key(a.gang.preferred_level))) for p in plans]
+                          for plans, a in zip(self.plans, arrivals)]
+        self.workload_signal = scheduler == "kueue-tas"
         self.by_pod = {p.name: p for plans in self.plans for p in plans}
         self.created: dict[str, float] = {}
         self.undecided: set[str] = set()  # submitted, neither bound nor rejected yet
@@ -318,6 +370,10 @@ class ScenarioRun:
         self.vcreated: dict[str, float] = {}  # timed: virtual (trace) times
         self.vbound: dict[str, float] = {}
         self.observer = PodObserver(api_client, namespace, self.scenario)
+        if self.workload_signal:
+            self.workloads = WorkloadObserver(
+                api_client, namespace, lambda pods, v, held: self.observer.reject(pods, f"Kueue {v.kind}: {v.message}",
+                                                                                 v.kind, held))
         self.pool = ThreadPoolExecutor(opts.create_workers)
         self.failures: list[str] = []
 
@@ -355,6 +411,8 @@ class ScenarioRun:
     def run(self) -> KwokResult:
         res = KwokResult(self.scheduler, 0)
         self.observer.start()
+        if self.workloads is not None:
+            self.workloads.start()
         started = time.monotonic()
         try:
             if self.timed:
@@ -365,18 +423,20 @@ class ScenarioRun:
             res.wall_s = time.monotonic() - started
             self.pool.shutdown(wait=True)
             self.observer.stop()
+            if self.workloads is not None:
+                self.workloads.stop()
         self._measure(res)
         return res
 
     def _fill(self, res: KwokResult) -> None:
         obs, after = self.observer, None
         for i, plans in enumerate(self.plans):
-            if obs.first_failure is not None:
+            while len(self.undecided) + len(plans) > max(self.opts.window, len(plans)):
+                self._drain(0.02)
+            if obs.first_failure is not None:  # checked after the wait: a rejection may have come meanwhile
                 after = (after or 0) + len(plans)
                 if after > self.opts.after_failure:
                     break
-            while len(self.undecided) + len(plans) > max(self.opts.window, len(plans)):
-                self._drain(0.02)
             self._submit(plans)
             res.gangs = i + 1
             if self.progress and i % 20 == 0:
@@ -483,7 +543,7 @@ class ScenarioRun:
     def _measure(self, res: KwokResult) -> None:
         obs = self.observer
         res.pods = len(self.created)
-        res.watch_errors = len(obs.errors)
+        res.watch_errors = len(obs.errors) + (len(self.workloads.errors) if self.workloads is not None else 0)
         gangs: dict[int, list[PodPlan]] = {}
         for name in self.created:
             plan = self.by_pod[name]
@@ -518,36 +578,45 @@ class ScenarioRun:
             plan = self.by_pod.get(ff.pod)
             res.first_failure_index = plan.arrival if plan else None
             res.first_failure_reason = ff.reason
-            res.allocation_ratio_at_first_failure = ff.bound_gpus / self.total
-            res.unallocated_gpus = self.total - ff.bound_gpus
+            res.stop_signal, res.first_failure_kind = ff.signal, ff.kind
+            bound_gpus, used = ff.bound_gpus, ff.used_per_node
+            res.placed_at_first_failure = ff.bound_pods
+            if ff.reserved is not None:  # Kueue: what it had reserved, where those pods were bound
+                held = [obs.pods[p] for p in ff.reserved if p in obs.pods]
+                res.reserved_unbound = len(ff.reserved) - sum(1 for s in held if s.node)
+                res.reserved_after_signal = self.workloads.reserved_after_signal if self.workloads else None
+                bound_gpus, used = 0, {}
+                res.placed_at_first_failure = sum(1 for s in held if s.node)
+                for s in held:
+                    if s.node:
+                        bound_gpus += s.gpus
+                        used[s.node] = used.get(s.node, 0) + s.gpus
+            res.allocation_ratio_at_first_failure = bound_gpus / self.total
+            res.unallocated_gpus = self.total - bound_gpus
             need = plan.gpus if plan else 1
             res.stranded_gpus = sum(free for n, cap in self.capacity.items()
-                                    if 0 < (free := cap - ff.used_per_node.get(n, 0)) < need)
-
-
-def _empty_namespace(core, ns: str, timeout_s: float = 180) -> None:
-    core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
-    deadline = time.monotonic() + timeout_s
-    while core.list_namespaced_pod(ns, resource_version="0", limit=1).items and time.monotonic() < deadline:
-        time.sleep(0.3)
+                                    if 0 < (free := cap - used.get(n, 0)) < need)
 
 
 def run_scenario(base: Snapshot, arrivals: Sequence[Arrival], timed: bool, opts: ScenarioOptions,
                  say: Callable[[str], None] = print,
                  progress: Callable[[str, int, int], None] | None = None) -> list[KwokResult]:
-    """Start a control plane, create the snapshot's hosts as KWOK nodes, run each scheduler in its own namespace
-    (emptied afterwards), stop everything."""
+    """Start a control plane (with the real Kueue manager when `kueue-tas` is among the schedulers), create the
+    snapshot's hosts as KWOK nodes, run each scheduler in its own namespace (emptied before the next one), stop
+    everything."""
     from kubernetes import client
 
     from scheduler.extender.process import clique_scheduler_config, start_extender, stop_extender
-    from simulations.controlplane import ControlPlane
+    from simulations.controlplane import ControlPlane, ControlPlaneOptions
     from simulations.controlplane.kwok_nodes import create_nodes
 
     hosts = host_specs(base)
     total = sum(h.gpus for h in hosts)
     level_labels = [(lv.name, lv.label) for lv in base.topology.levels]
     results = []
-    with ControlPlane() as cp:
+    if timed and "kueue-tas" in opts.schedulers:
+        raise ValueError("kueue-tas runs fill workloads only (timed arrivals with the real Kueue are not implemented)")
+    with ControlPlane(ControlPlaneOptions(kueue="kueue-tas" in opts.schedulers)) as cp:
         api = cp.api_client()
         core = client.CoreV1Api(api)
         t = time.monotonic()
@@ -563,9 +632,11 @@ def run_scenario(base: Snapshot, arrivals: Sequence[Arrival], timed: bool, opts:
                 ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log",
                                            levels=[lbl for _, lbl in level_labels])
                 cp.start_scheduler(clique_scheduler_config(port), name="clique-scheduler")
-            for sched in opts.schedulers:
+            for n, sched in enumerate(opts.schedulers):
                 ns = f"scenario-{sched}"
                 cp.create_namespace(ns)
+                if sched == "kueue-tas":
+                    _kueue_queues(api, ns, nodes, [lbl for _, lbl in level_labels], say)
                 run = ScenarioRun(api, ns, sched, arrivals, timed, capacity, labels, level_labels, opts,
                                   (lambda d, n, s=sched: progress(f"kwok {s}", d, n)) if progress else None)
                 res = run.run()
@@ -573,10 +644,15 @@ def run_scenario(base: Snapshot, arrivals: Sequence[Arrival], timed: bool, opts:
                     progress(f"kwok {sched}", len(arrivals), len(arrivals))
                 for f in run.failures[:5]:
                     say(f"[kwok] {sched}: {f}")
+                last = n == len(opts.schedulers) - 1  # the last namespace goes with the control plane
                 say(f"[kwok] {sched}: {res.placed}/{res.gangs} gangs placed, {res.partial_gangs} partial, "
-                    f"{res.pods} pods in {res.wall_s:.0f}s; emptying {ns}")
+                    f"{res.pods} pods in {res.wall_s:.0f}s" + ("" if last else f"; emptying {ns}"))
                 results.append(res)
-                _empty_namespace(core, ns)
+                say(f"[kwok] {sched} summary: {json.dumps(res.summary())}")  # kept if a later run fails
+                if not last:  # pod by pod: one delete-collection of thousands of pods outlives its 60 s timeout
+                    from simulations.kueue_fill import empty_namespace
+
+                    empty_namespace(core, ns)
         finally:
             if ext is not None:
                 stop_extender(ext)
@@ -584,10 +660,31 @@ def run_scenario(base: Snapshot, arrivals: Sequence[Arrival], timed: bool, opts:
     return results
 
 
+def _kueue_queues(api, ns: str, nodes, level_labels: list[str], say) -> None:
+    """Kueue's Topology (the scenario's levels, then kubernetes.io/hostname), a ResourceFlavor over the KWOK nodes,
+    a ClusterQueue whose quota is twice the nodes' allocatable (quota is never the reason) and the LocalQueue."""
+    from simulations.controlplane.kueue import setup_tas_queues
+    from simulations.kueue_fill import queues_for
+    from topology.quantity import parse_quantity
+
+    alloc = {GPU_RESOURCE: 0, "cpu": 0, "memory": 0}
+    for node in nodes:
+        a = node.status.allocatable or {}
+        alloc[GPU_RESOURCE] += int(parse_quantity(a.get(GPU_RESOURCE, "0")))
+        alloc["cpu"] += int(parse_quantity(a.get("cpu", "0")) * 1000)  # millicores
+        alloc["memory"] += int(parse_quantity(a.get("memory", "0")))
+    queues = queues_for(ns, level_labels, alloc, {"type": "kwok"})  # host_specs labels every node type=kwok
+    setup_tas_queues(api, queues)
+    say(f"[kwok] kueue-tas: ClusterQueue {queues.name} quota {dict(queues.quotas)}; Topology levels "
+        f"{[*level_labels, 'kubernetes.io/hostname']}")
+
+
 def kwok_table(results: list[KwokResult], offline: dict[str, Any], timed: bool) -> str:
     """Each scheduler on the API server beside its offline twin."""
-    head = (f"{'where':11} {'scheduler/policy':18} {'placed':>7} {'partial':>7} {'alloc@1st fail':>14} "
-            f"{'unalloc GPUs':>12} {'final alloc':>11} {'1-domain':>10}" + (f" {'mean wait s':>11}" if timed else ""))
+    head = (f"{'where':11} {'scheduler/policy':18} {'placed':>7} {'partial':>7} {'placed@1st fail':>15} "
+            f"{'alloc@1st fail':>14} "
+            f"{'unalloc GPUs':>12} {'final alloc':>11} {'1-domain':>10}" + (f" {'mean wait s':>11}" if timed else "")
+            + f" {'wall s':>7}")
 
     everything = [r.summary() for r in results] + list(offline.values())
     # the innermost level any gang was kept inside (8-GPU gangs never fit a 4-GPU NVLink pool, say)
@@ -599,11 +696,14 @@ def kwok_table(results: list[KwokResult], offline: dict[str, Any], timed: bool) 
     def line(where: str, s: dict) -> str:
         a = s["allocation_ratio_at_first_failure"]
         inner = s["one_domain_share"].get(level) if level else None
+        # offline, every gang before the first failure was placed; on the API server, what was bound at the signal
+        at = s.get("placed_at_first_failure", s["first_failure_at"])
         return (f"{where:11} {s['policy']:18} {s['placed']:>7} {s['partial_gangs']:>7} "
+                f"{str(at if at is not None else '-'):>15} "
                 f"{(f'{a:.1%}' if a is not None else 'never'):>14} "
                 f"{str(s['unallocated_gpus'] if s['unallocated_gpus'] is not None else '-'):>12} "
                 f"{s['final_allocation_ratio']:>11.1%} {(f'{inner:.0%}' if inner is not None else '-'):>10}"
-                + (f" {s['mean_wait_s']:>11.0f}" if timed else ""))
+                + (f" {s['mean_wait_s']:>11.0f}" if timed else "") + f" {str(s.get('wall_s', '-')):>7}")
 
     for r in results:
         s = r.summary()
@@ -625,7 +725,7 @@ def kwok_plot(results: list[KwokResult], offline: dict[str, Any], timed: bool, p
     from simulations.placement_sim import finish_allocation_plot
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    colors = {"clique": "#2a7ab9", "stock": "#d2691e"}
+    colors = {"clique": "#2a7ab9", "stock": "#d2691e", "kueue-tas": "#3a9a3a"}
     for r in results:
         c = colors.get(r.scheduler)
         if r.timeline:

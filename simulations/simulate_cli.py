@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "departures; the default with --preemption), dynamo (synthetic Dynamo mix), or a path to an "
                         "openb-format pod CSV")
     s.add_argument("--limit", type=int, help="use only the first N pods / gangs")
+    s.add_argument("--node-stride", type=int, default=1, metavar="K",
+                   help="with --cluster openb: keep every K-th node of the node list (ordered by GPU model, GPU count, "
+                        "name, as the overlay orders them), a cluster 1/K the size with the same mix of nodes; the "
+                        "list that ran is written to --output")
     s.add_argument("--hosts-per-nvlink", type=int, default=1, help="openb overlay: hosts per NVLink domain")
     s.add_argument("--hosts-per-leaf", type=int, default=8, help="openb overlay: hosts per leaf switch")
     s.add_argument("--leaves-per-spine", type=int, default=4, help="openb overlay: leaves per spine block")
@@ -44,8 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     k = s.add_argument_group("KWOK scenario (--kwok): the same workload on a real local control plane")
     k.add_argument("--kwok", action="store_true", help="run the workload, time-compressed, against a local control "
                                                        "plane with KWOK nodes and the real kube-scheduler")
-    k.add_argument("--schedulers", default="clique,stock", help="clique (clique-scheduler + extender) and/or stock "
-                                                                "(default-scheduler)")
+    k.add_argument("--schedulers", default="clique,stock",
+                   help="comma-separated: clique (clique-scheduler + extender), stock (default-scheduler), kueue-tas "
+                        "(the real Kueue v0.17.0 with topology-aware scheduling, then default-scheduler; fill "
+                        "workloads only; it builds Kueue once and starts it; the fill stops at the first Workload "
+                        "Kueue rejects)")
     k.add_argument("--speedup", type=float, help="timed workloads: trace seconds per real second; whenever the "
                                                  "cluster is quiet the clock jumps to the next event anyway "
                                                  "(default: jumps only, event by event)")
@@ -109,6 +116,8 @@ def labels(args: argparse.Namespace) -> tuple[str, str]:
 
     if args.cluster == "openb":
         cluster = "openb" if args.nodes is None else source_label(args.nodes)
+        if getattr(args, "node_stride", 1) > 1:
+            cluster += f" (every {args.node_stride}th node)"
     else:
         cluster = source_label(args.cluster)
     return source_label(args.workload), cluster
@@ -128,9 +137,16 @@ def simulation_inputs(args: argparse.Namespace):
     if args.nodes is not None and args.cluster != "openb":
         raise ValueError(f"--nodes is an openb-format node list for --cluster openb; --cluster {args.cluster} "
                          f"already says which nodes there are")
+    stride = getattr(args, "node_stride", 1)
+    if stride < 1:
+        raise ValueError(f"--node-stride must be >= 1 (got {stride})")
+    if stride > 1 and args.cluster != "openb":
+        raise ValueError("--node-stride thins the openb node list (--cluster openb); a cluster spec says its own size")
     if args.cluster == "openb":
-        base = openb_cluster(data_file(args.nodes or "openb-nodes"),
-                             overlay=Overlay(args.hosts_per_nvlink, args.hosts_per_leaf, args.leaves_per_spine))
+        nodes = data_file(args.nodes or "openb-nodes")
+        if stride > 1:
+            nodes = thinned_node_list(nodes, stride, args.output / f"{nodes.stem}-every-{stride}.csv")
+        base = openb_cluster(nodes, overlay=Overlay(args.hosts_per_nvlink, args.hosts_per_leaf, args.leaves_per_spine))
     else:
         from scheduler.placement.snapshots import snapshot_from_spec
         from topology.spec import load_cluster_spec
@@ -141,6 +157,27 @@ def simulation_inputs(args: argparse.Namespace):
     else:
         arrivals, timed = openb_pods(data_file(args.workload), args.limit)
     return base, arrivals, timed
+
+
+def thinned_node_list(src: Path, stride: int, dest: Path) -> Path:
+    """Every `stride`-th row of an openb-format node list, in the order openb_cluster places nodes (GPU model, GPU
+    count descending, name), written to `dest` (same columns)."""
+    import csv
+
+    with open(src, newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = list(reader.fieldnames or []), list(reader)
+    for col in ("sn", "gpu", "model"):
+        if col not in fields:
+            raise ValueError(f"{src}: not an openb-format node list (missing column {col})")
+    rows.sort(key=lambda r: (r["model"], -int(r["gpu"]), r["sn"]))
+    kept = rows[::stride]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "w", newline="") as fh:
+        out = csv.DictWriter(fh, fieldnames=fields)
+        out.writeheader()
+        out.writerows(kept)
+    return dest
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -249,6 +286,10 @@ def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> 
     if bad or not schedulers:
         print(f"clique simulate --kwok: unknown schedulers {bad}; choose from {sorted(OFFLINE_TWIN)}", file=sys.stderr)
         return 2
+    if timed and "kueue-tas" in schedulers:
+        print("clique simulate --kwok: kueue-tas runs fill workloads only (timed arrivals with the real Kueue are "
+              "not implemented); use --workload openb-multigpu50 or another pod list without times", file=sys.stderr)
+        return 2
     opts = ScenarioOptions(schedulers=schedulers, speedup=args.speedup,
                            window=args.window, after_failure=args.after_failure)
     total = sum(h.gpus for h in base.hosts.values())
@@ -272,7 +313,10 @@ def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> 
                     f"{workload} on {cluster}: API server vs offline")
     src = data_source(args)
     out = {"simulation": "kwok-placement", "workload": args.workload, "cluster": args.cluster, "nodes": args.nodes,
-           "hosts": len(base.hosts), "gpus": total, "mode": "timed" if timed else "fill",
+           "node_stride": args.node_stride, "hosts": len(base.hosts), "gpus": total,
+           "mode": "timed" if timed else "fill", "window": args.window,
+           "real": "API server rows are the real systems (kube-scheduler, Clique, Kueue v0.17.0 on the local "
+                   "control plane); offline rows are models",
            "attribution": ATTRIBUTION.get(src, "") if src else "",
            "results": [r.summary() for r in results], "offline": list(offline_summary.values())}
     (args.output / f"kwok-{workload}.json").write_text(json.dumps(out, indent=1))
@@ -340,21 +384,30 @@ def cmd_replay_kwok(args: argparse.Namespace, requests, cfg, offline) -> int:
 
     t0, bar = time.monotonic(), Progress()
     planner = getattr(args, "kwok_policy", "planner") == "planner"
-    real = run_kwok_replay(requests, cfg, args.kwok_speedup, args.kwok_hosts, planner=planner,
+    real = run_kwok_replay(requests, cfg, args.kwok_speedup, args.kwok_hosts, planner=planner, logs_to=args.output,
                            say=lambda m: print(m, file=sys.stderr, flush=True),
                            progress=lambda d, n: bar("kwok clique", d, n))
     twin = "clique" if planner else "clique-reactive"  # the offline run of what the daemon runs
     ours = next(r for r in offline if r.policy == twin)
     oracle = next(r for r in offline if r.policy == "oracle")
-    print(replay_table([ours, real.replay, oracle]))
+    rows = [ours] + ([real.twin] if real.twin is not None else []) + [real.replay, oracle]
+    print(replay_table(rows))
     s = real.summary()
     print(f"API server: {s['scale_events']} scale patches, at most {s['max_pending_gangs']} gang(s) asked for and "
           f"not bound ({s['pending_gang_s']} gang-seconds, longest {s['longest_pending_s']} s of trace time), "
           f"{s['wall_s']:.0f}s at {s['speedup']:g}x")
+    if "kept_time" in s:
+        print(f"control loop: {s['evaluations']} evaluations every {s['evaluation_period_trace_s']} s of trace time "
+              f"(asked: {cfg.interval_s:g}), {s['held_no_metrics']} held for a missing signal, "
+              f"{s.get('failed_scrapes', 0)} of {s.get('scrapes', 0)} scrapes failed"
+              + ("" if s["kept_time"] else f"; it did NOT keep time at {s['speedup']:g}x on this machine, so its "
+                 "figures do not compare with the offline run's: use a lower --kwok-speedup"))
     args.output.mkdir(parents=True, exist_ok=True)
     out = {"simulation": "autoscaling-kwok", "trace": args.trace, "requests": len(requests), "config": cfg.__dict__,
            "attribution": ATTRIBUTION["azure"] if trace_is_azure(args.trace) else "",
-           "results": [s, ours.summary(), oracle.summary()]}
+           "results": [s, ours.summary(), oracle.summary()],
+           "daemon_path_offline": real.twin.summary() if real.twin is not None else None,
+           "cluster_timeline": real.cluster_timeline, "api_server_timeline": real.replay.timeline}
     (args.output / "replay-kwok.json").write_text(json.dumps(out, indent=1))
     print(f"[replay] {time.monotonic() - t0:.0f}s on the control plane", file=sys.stderr)
     if args.json:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import yaml
 
@@ -77,8 +78,18 @@ def test_replay_on_the_control_plane_runs_the_real_planner_and_reports_it_beside
     # the daemon runs the look-ahead planner (fed by a real Prometheus); its offline twin is `clique`
     assert real["policy"] == "clique (API server)" and offline["policy"] == "clique" and oracle["policy"] == "oracle"
     assert real["requests"] == 600, "every request was served by replicas the cluster bound"
-    assert real["scale_events"] >= 1, "the autoscaler patched the StatefulSets"
     assert 0 < real["ttft_slo_attainment"] <= 1 and real["gpu_hours"] > 0
     # 48 hosts hold every replica the policies allow: a gang asked for is bound within seconds of real time
     # (x30 in trace time), never left waiting for capacity
     assert real["longest_pending_s"] <= 300, real
+    # the real loop decides as the offline planner does (issue #16 item 6: 31.3% against 87.2%, when the daemon
+    # spread each evaluation's counter increase over its 15 s): the daemon's path offline decides the same, and
+    # the API server's run differs only by the control loop's seconds
+    twin = result["daemon_path_offline"]
+    assert twin["ttft_slo_attainment"] == offline["ttft_slo_attainment"], (twin, offline)
+    assert real["evaluations"] > 0 and real["scrapes"] > 0
+    if real["kept_time"]:  # on a machine too loaded for 30x the run says so instead (evaluations late or held)
+        assert real["scale_events"] >= 1, "the autoscaler patched the StatefulSets"
+        assert real["ttft_slo_attainment"] >= offline["ttft_slo_attainment"] - 0.05, (real, offline)
+    else:
+        warnings.warn(f"the replay did not keep time at 30x on this machine, its attainment is not compared: {real}")

@@ -132,7 +132,7 @@ class Prometheus:
 
     async def query(self, promql: str) -> list[dict]:
         self.asked.append(promql)
-        name = promql.removeprefix("sum(").split("{")[0]
+        name = promql.removeprefix("sum(").split("{")[0].split("[")[0]  # a range selector answered as a vector
         if name in self.down:
             raise ConnectionError(f"HTTPConnectionPool(host='prometheus'): Max retries exceeded ({name})")
         rows = self.series.get(name, [])

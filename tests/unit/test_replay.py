@@ -158,6 +158,10 @@ def test_the_kwok_planner_policies_are_valid_and_compress_time_by_the_speedup():
     assert pre.planner.prefill_tokens_per_s == cfg.prefill_tokens_per_s * 30
     assert pre.planner.load_s == pytest.approx(cfg.load_delay_s / 30) and pre.interval_s == pytest.approx(0.5)
     assert set(dict(pre.planner.series).values()) == set(PLANNER_SERIES)
-    values = planner_values(sig(15, prefill_queue_requests=3, decode_running=5, decode_waiting=2), 1e5, 40)
-    assert values == {"vllm:prompt_tokens_total": 1e5, "vllm:request_success_total": 40,
-                      "vllm:num_requests_waiting": 3, "vllm:num_requests_running": 7}
+    s = sig(15, prefill_queue_requests=3, decode_running=5, decode_waiting=2)
+    assert planner_values(s, 1e5, 40, "prefill") == {"vllm:prompt_tokens_total": 1e5, "vllm:request_success_total": 40,
+                                                     "vllm:num_requests_waiting": 3, "vllm:num_requests_running": 0}
+    # each pool's series, selected by its policy: the decode pool's in flight (running + waiting) is 5 + 2
+    assert planner_values(s, 1e5, 40, "decode")["vllm:num_requests_waiting"] == 2
+    assert planner_values(s, 1e5, 40, "decode")["vllm:num_requests_running"] == 5
+    assert (dict(pre.planner.selector), dict(dec.planner.selector)) == ({"pool": "prefill"}, {"pool": "decode"})

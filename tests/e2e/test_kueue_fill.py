@@ -1,0 +1,47 @@
+"""The KWOK fill with the real Kueue v0.17.0 TAS as the scheduler (`clique simulate --kwok --schedulers kueue-tas`):
+Kueue's pods wait behind scheduling gates and are never marked Unschedulable, so the fill stops at the first Workload
+Kueue rejects (simulations/kueue_fill.py). On a tiny cluster whose first rejection is known in advance: four 8-GPU
+nodes, four 6-GPU pods (one per node, whatever the placement), then a 4-GPU pod that no node holds.
+
+Starts its own control plane with the Kueue manager (run_scenario), like test_kwok_scenarios.py; Kueue is built
+once (cached); the test skips only when Go is missing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.placement.snapshots import snapshot_from_spec
+from scheduler.placement.types import Gang, Role
+from simulations.controlplane.build import BuildError, ensure_optional
+from simulations.kwok_scenario import ScenarioOptions, run_scenario
+from simulations.workloads import Arrival
+from topology.spec import parse_cluster_spec
+
+TINY = {"name": "tiny", "levels": [{"name": "leaf", "label": "clique.dev/leaf", "hostsPerDomain": 2}],
+        "pools": [{"name": "tiny", "hosts": 4, "gpus": 8, "cpu": "64", "memory": "512Gi"}]}
+
+
+def test_the_fill_stops_at_the_first_workload_kueue_rejects_with_the_gpus_it_had_reserved():
+    try:
+        ensure_optional("kueue")
+    except BuildError as exc:
+        if "Go toolchain not found" in str(exc):
+            pytest.skip(f"Kueue cannot be built here: {exc}")
+        raise
+    base = snapshot_from_spec(parse_cluster_spec(TINY))
+    gpus = [6, 6, 6, 6, 4, 1]
+    arrivals = [Arrival(float(i), Gang(f"p{i}", (Role("pod", 1, g, 1000, 2**30),)), None) for i, g in enumerate(gpus)]
+    log: list[str] = []
+    # window 1: each pod is created once the one before is decided, so Kueue sees them in file order
+    (res,) = run_scenario(base, arrivals, False, ScenarioOptions(schedulers=("kueue-tas",), window=1, settle_s=15),
+                          say=log.append)
+    r = res.summary()
+    assert r["stop_signal"] == "workload" and r["first_failure_kind"] == "topology", (r, log)
+    assert r["first_failure_at"] == 4 and "doesn't allow to fit any of 1 pod(s)" in r["first_failure_reason"], r
+    assert r["placed"] == 4 and r["gangs"] == 5 and r["pods"] == 5, r  # the fill stopped there
+    assert r["unallocated_gpus"] == 8 and r["stranded_gpus"] == 8, r  # 2 free GPUs on each node
+    assert r["allocation_ratio_at_first_failure"] == 0.75 and r["reserved_unbound"] == 0, r
+    assert r["watch_errors"] == 0 and r["offline_twin"] == "kueue-bestfit"
+    # the ClusterQueue had quota for twice the cluster, so quota was never the reason
+    assert any("nvidia.com/gpu': '64'" in line for line in log), log

@@ -41,13 +41,11 @@ reservations that arrive in the second after it (`reserved_after_signal`) so tha
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-log = logging.getLogger("clique.kueue_fill")
 
 QUEUE = "tas"  # the LocalQueue of the scenario's namespace
 # pkg/workload/workload.go UnsetQuotaReservationWithCondition is called with this reason by requeueAndUpdate
@@ -160,42 +158,15 @@ class WorkloadObserver:
         from kubernetes import client
 
         from simulations.controlplane.kueue import GROUP, VERSION
+        from simulations.controlplane.watching import list_and_watch
 
         custom = client.CustomObjectsApi(self.api_client)
-        rv = None
-        while not self._stop.is_set():
-            try:
-                if rv is None:
-                    listed = custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "workloads")
-                    for obj in listed.get("items") or []:
-                        self._apply("ADDED", obj)
-                    rv = listed["metadata"]["resourceVersion"]
-                resp = custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "workloads", watch=True,
+        list_and_watch(
+            lambda: custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "workloads"),
+            lambda rv: custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "workloads", watch=True,
                                                             resource_version=rv, allow_watch_bookmarks=True,
-                                                            timeout_seconds=5, _preload_content=False)
-                buf = b""
-                for chunk in resp.stream(65536):
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        if not line.strip():
-                            continue
-                        ev = json.loads(line)
-                        obj = ev.get("object") or {}
-                        if ev.get("type") == "ERROR":
-                            rv = None if obj.get("code") == 410 else rv
-                            break
-                        rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
-                        if ev.get("type") != "BOOKMARK":
-                            self._apply(ev["type"], obj)
-                    if self._stop.is_set():
-                        break
-                resp.release_conn()
-            except Exception as exc:  # noqa: BLE001 - a broken watch is retried; the error is kept for the report
-                self.errors.append(str(exc)[:300])
-                log.warning("workload watch failed (%s); retrying", exc)
-                rv = None
-                time.sleep(0.5)
+                                                            timeout_seconds=5, _preload_content=False),
+            self._apply, self._stop, self.errors, "workload")
 
     def _apply(self, typ: str, obj: dict) -> None:
         name = obj["metadata"]["name"]

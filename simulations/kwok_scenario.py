@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import logging
 import queue
 import re
 import threading
@@ -39,7 +38,6 @@ from scheduler.placement.types import Gang, Snapshot
 from simulations.workloads import Arrival
 from topology.spec import GPU_RESOURCE, HostSpec
 
-log = logging.getLogger("clique.kwok_scenario")
 SCENARIO = "clique.dev/scenario"
 SIM_GANG = "clique.dev/sim-gang"
 # which offline policy models each real scheduler
@@ -198,43 +196,17 @@ class PodObserver:
     def _run(self) -> None:
         from kubernetes import client
 
+        from simulations.controlplane.watching import list_and_watch
+
         core = client.CoreV1Api(self.api_client)
         selector = f"{SCENARIO}={self.scenario}"
-        rv = None
-        while not self._stop.is_set():
-            try:
-                if rv is None:
-                    listed = self.api_client.sanitize_for_serialization(
-                        core.list_namespaced_pod(self.namespace, label_selector=selector))
-                    for obj in listed.get("items") or []:
-                        self._apply("ADDED", obj)
-                    rv = listed["metadata"]["resourceVersion"]
-                resp = core.list_namespaced_pod(self.namespace, label_selector=selector, watch=True,
+        list_and_watch(
+            lambda: self.api_client.sanitize_for_serialization(
+                core.list_namespaced_pod(self.namespace, label_selector=selector)),
+            lambda rv: core.list_namespaced_pod(self.namespace, label_selector=selector, watch=True,
                                                 resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=5,
-                                                _preload_content=False)
-                buf = b""
-                for chunk in resp.stream(65536):
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        if not line.strip():
-                            continue
-                        ev = json.loads(line)
-                        obj = ev.get("object") or {}
-                        if ev.get("type") == "ERROR":
-                            rv = None if obj.get("code") == 410 else rv  # expired: relist
-                            break
-                        rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
-                        if ev.get("type") != "BOOKMARK":
-                            self._apply(ev["type"], obj)
-                    if self._stop.is_set():
-                        break
-                resp.release_conn()
-            except Exception as exc:  # noqa: BLE001 - a broken watch is retried; the error is kept for the report
-                self.errors.append(str(exc)[:300])
-                log.warning("pod watch failed (%s); retrying", exc)
-                rv = None
-                time.sleep(0.5)
+                                                _preload_content=False),
+            self._apply, self._stop, self.errors, "pod")
 
     def _apply(self, typ: str, obj: dict) -> None:
         name = obj["metadata"]["name"]

@@ -55,3 +55,18 @@ def opted_in_namespaces(control_plane, api, port: int, ca: bytes, prefix: str, p
                     core.delete_namespace(ns)
                 except ApiException:
                     pass
+
+
+def built_or_skip(name: str) -> None:
+    """Build (or find cached) an optional controller (`lws`, `kueue`); skip the test where no Go toolchain can
+    build it, fail on any other build error."""
+    import pytest
+
+    from simulations.controlplane.build import BuildError, ensure_optional
+
+    try:
+        ensure_optional(name)
+    except BuildError as exc:
+        if "Go toolchain not found" in str(exc):
+            pytest.skip(f"{name} cannot be built here: {exc}")
+        raise

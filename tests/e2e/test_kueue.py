@@ -16,24 +16,14 @@ import pytest
 from kubernetes import client
 
 from simulations.controlplane import kueue as K
-from simulations.controlplane.build import BuildError, ensure_optional
 from simulations.controlplane.kwok_nodes import create_nodes, delete_nodes
 from simulations.kueue_check import LEAF, SPINE, check_spec, run_check
-from tests.e2e.helpers import wait_for
+from tests.e2e.helpers import built_or_skip, wait_for
 from topology.spec import parse_cluster_spec
 
 
-def _kueue_or_skip() -> None:
-    try:
-        ensure_optional("kueue")
-    except BuildError as exc:
-        if "Go toolchain not found" in str(exc):
-            pytest.skip(f"Kueue cannot be built here: {exc}")
-        raise
-
-
 def test_bench_e2e_reports_kueue_tas_gangs_whole_in_one_nvlink_domain():
-    _kueue_or_skip()
+    built_or_skip("kueue")
     from simulations.bench_e2e import run
 
     rows = run(32, 120, say=lambda m: None, modes=("kueue-tas",), latency_gangs=2)
@@ -48,7 +38,7 @@ def test_bench_e2e_reports_kueue_tas_gangs_whole_in_one_nvlink_domain():
 
 @pytest.fixture(scope="module")
 def kueue_plane():
-    _kueue_or_skip()
+    built_or_skip("kueue")
     from simulations.controlplane import ControlPlane, ControlPlaneOptions
 
     with ControlPlane(ControlPlaneOptions(kueue=True)) as cp:

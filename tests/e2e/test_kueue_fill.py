@@ -9,13 +9,11 @@ once (cached); the test skips only when Go is missing.
 
 from __future__ import annotations
 
-import pytest
-
 from scheduler.placement.snapshots import snapshot_from_spec
 from scheduler.placement.types import Gang, Role
-from simulations.controlplane.build import BuildError, ensure_optional
 from simulations.kwok_scenario import ScenarioOptions, run_scenario
 from simulations.workloads import Arrival
+from tests.e2e.helpers import built_or_skip
 from topology.spec import parse_cluster_spec
 
 TINY = {"name": "tiny", "levels": [{"name": "leaf", "label": "clique.dev/leaf", "hostsPerDomain": 2}],
@@ -23,12 +21,7 @@ TINY = {"name": "tiny", "levels": [{"name": "leaf", "label": "clique.dev/leaf", 
 
 
 def test_the_fill_stops_at_the_first_workload_kueue_rejects_with_the_gpus_it_had_reserved():
-    try:
-        ensure_optional("kueue")
-    except BuildError as exc:
-        if "Go toolchain not found" in str(exc):
-            pytest.skip(f"Kueue cannot be built here: {exc}")
-        raise
+    built_or_skip("kueue")
     base = snapshot_from_spec(parse_cluster_spec(TINY))
     gpus = [6, 6, 6, 6, 4, 1]
     arrivals = [Arrival(float(i), Gang(f"p{i}", (Role("pod", 1, g, 1000, 2**30),)), None) for i, g in enumerate(gpus)]

@@ -304,7 +304,7 @@ def test_v1alpha1_service_scales_on_per_pod_kv_usage_of_the_pods_dynamo_labels(e
                gang={"nodeSelector": {"clique.dev/pool": p}})
     wait_for(lambda: read_dgd(env, "v1alpha1", "llm-a")["spec"]["services"]["decode"]["replicas"] == 2, 30,
              "decode scaled 1 -> 2 on 90% KV usage against a 50% target")
-    st = status(env, "llm-a-decode")
+    st = wait_for(lambda: (s := status(env, "llm-a-decode")).get("gang") and s, 20, "the decode policy's status")
     assert st["gang"] == {"podsPerReplica": 2, "gpusPerPod": 8}, st
     assert st["metrics"][0]["value"] == pytest.approx(90), st
     assert read_dgd(env, "v1alpha1", "llm-a")["spec"]["services"]["Frontend"]["replicas"] == 1
@@ -356,8 +356,11 @@ def test_v1alpha1_service_with_scaling_adapter_is_scaled_through_the_adapter_and
     services = read_dgd(env, "v1alpha1", "llm-sa")["spec"]["services"]
     assert services["VllmWorker"]["replicas"] == 1 and services["prefill"]["replicas"] == 1, \
         "the DGD itself is left to the adapter's controller"
-    assert "via DynamoGraphDeploymentScalingAdapter/llm-sa-vllmworker" in status(env, "llm-sa-worker")["target"]
-    assert status(env, "llm-sa-prefill")["gang"] == {"podsPerReplica": 2, "gpusPerPod": 8}, \
+    # the status is written after the /scale patch (reconciler.evaluate): wait for it, do not race it
+    worker = wait_for(lambda: (s := status(env, "llm-sa-worker")).get("target") and s, 20, "the worker's status")
+    assert "via DynamoGraphDeploymentScalingAdapter/llm-sa-vllmworker" in worker["target"]
+    prefill = wait_for(lambda: (s := status(env, "llm-sa-prefill")).get("gang") and s, 20, "the prefill's status")
+    assert prefill["gang"] == {"podsPerReplica": 2, "gpusPerPod": 8}, \
         "an adapter target's gang shape is read from the DGD service its dgdRef names"
 
 
@@ -444,7 +447,8 @@ def test_lws_is_scaled_in_groups_with_its_shape_read_from_the_lws_and_a_contradi
     wait_for(lambda: lws_scale(env, "lws-up") == 2, 30, "LWS scaled to 2 groups")
     wait_for(lambda: len(lws_pods(env, "lws-up")) == 4 and all(x.spec.node_name for x in lws_pods(env, "lws-up")),
              60, "the new group's leader and worker bound")
-    assert status(env, "lws-up")["gang"] == {"podsPerReplica": 2, "gpusPerPod": 8}
+    st = wait_for(lambda: (s := status(env, "lws-up")).get("gang") and s, 20, "the LWS policy's status")
+    assert st["gang"] == {"podsPerReplica": 2, "gpusPerPod": 8}, st
     st = wait_for(lambda: status(env, "lws-up-wrong"), 20, "the contradicting policy's status")
     assert st["valid"] is False, st
     assert "podsPerReplica: 4 but LeaderWorkerSet/lws-up spec.leaderWorkerTemplate.size says 2" in st["error"]

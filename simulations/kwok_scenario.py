@@ -8,12 +8,17 @@ real Kueue manager and its queues); creates and deletes pods.
            (plus `after_failure` more). Reported: GPUs bound when that condition arrives on the watch.
            `kueue-tas` (the real Kueue v0.17.0 TAS, then the stock kube-scheduler): Kueue's pods wait behind
            scheduling gates, so the stop signal is the first Workload Kueue rejects and the GPUs are those of the
-           pods whose Workloads held a reservation then (simulations/kueue_fill.py). Fill only.
+           pods whose Workloads held a reservation then (simulations/kueue_fill.py).
     timed  (openb default, the Dynamo mix) arrivals and departures on a virtual clock: it runs at
            `speedup` x real time, and jumps to the next event whenever the cluster is quiet (default: only
            jumps, event by event). Each pod is deleted its trace duration after the API server shows it
            bound. Waits are virtual bind - arrival time. kube-scheduler retries a pod that waits for capacity
-           after a backoff (1-10 s real), so a jump waits `pending_grace_s` while such pods exist.
+           after a backoff (1-10 s real), so a jump waits `pending_grace_s` while such pods exist. With
+           `kueue-tas` a pod Kueue could not admit waits from its Workload's rejection until it is bound: Kueue
+           admits it again once a departure has freed room, through a longer chain (the departed pods'
+           finalizer, the Workload finished, its quota freed, the requeue, admission, TAS ungating, the bind;
+           5-8 s real on this machine), so its jumps wait at least KUEUE_PENDING_GRACE_S. The run ends at the
+           last arrival, as the offline simulator's does: what waits then is counted as not placed.
 
 Every number comes from a watch on the scenario's pods (spec.nodeName, the PodScheduled condition) and from
 the Node objects, not from the scheduler's own view. The same run also plays the workload through the
@@ -43,6 +48,7 @@ SIM_GANG = "clique.dev/sim-gang"
 # which offline policy models each real scheduler
 OFFLINE_TWIN = {"clique": "clique", "stock": "default-spread", "kueue-tas": "kueue-bestfit"}
 # kueue-tas: Kueue admits and assigns nodes (TAS), the stock kube-scheduler binds
+KUEUE_PENDING_GRACE_S = 10.0  # timed kueue-tas: see the module docstring
 SCHEDULER_NAME = {"clique": "clique-scheduler", "stock": "default-scheduler", "kueue-tas": "default-scheduler"}
 GATED_REASON = "SchedulingGated"  # k8s.io/api core/v1 PodReasonSchedulingGated: gated, not rejected
 
@@ -325,15 +331,14 @@ class ScenarioRun:
         if scheduler == "kueue-tas":
             from simulations.kueue_fill import WorkloadObserver, kueue_pod
 
-            if timed:
-                raise ValueError("kueue-tas runs fill workloads only (timed arrivals with the real Kueue are not "
-                                 "implemented); use a workload without times, e.g. openb-multigpu50")
             key = lambda lv: names.get(lv, lv) if lv else None  # noqa: E731
             self.plans = [[PodPlan(p.name, p.arrival, p.gang, p.gpus,
                                    kueue_pod(p.manifest, len(plans), p.gang, required=key(a.gang.required_level),
                                              preferred=key(a.gang.preferred_level))) for p in plans]
                           for plans, a in zip(self.plans, arrivals)]
         self.workload_signal = scheduler == "kueue-tas"
+        self.pending_grace_s = max(opts.pending_grace_s, KUEUE_PENDING_GRACE_S) if self.workload_signal \
+            else opts.pending_grace_s
         self.by_pod = {p.name: p for plans in self.plans for p in plans}
         self.created: dict[str, float] = {}
         self.undecided: set[str] = set()  # submitted, neither bound nor rejected yet
@@ -451,7 +456,7 @@ class ScenarioRun:
                 # backoff) to be bound at this virtual time rather than at the next event's
                 quiet = time.monotonic() - quiet_since
                 if (not self.undecided and self.inflight == 0 and quiet > 0.05
-                        and (quiet > self.opts.pending_grace_s or not self.observer.pending())):
+                        and (quiet > self.pending_grace_s or not self.observer.pending())):
                     clock[:] = [when, time.monotonic()]
                 now_v = vt(time.monotonic())
                 if now_v - last_sample >= 60 or last_sample < 0:
@@ -586,8 +591,6 @@ def run_scenario(base: Snapshot, arrivals: Sequence[Arrival], timed: bool, opts:
     total = sum(h.gpus for h in hosts)
     level_labels = [(lv.name, lv.label) for lv in base.topology.levels]
     results = []
-    if timed and "kueue-tas" in opts.schedulers:
-        raise ValueError("kueue-tas runs fill workloads only (timed arrivals with the real Kueue are not implemented)")
     with ControlPlane(ControlPlaneOptions(kueue="kueue-tas" in opts.schedulers)) as cp:
         api = cp.api_client()
         core = client.CoreV1Api(api)

@@ -50,9 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                        "plane with KWOK nodes and the real kube-scheduler")
     k.add_argument("--schedulers", default="clique,stock",
                    help="comma-separated: clique (clique-scheduler + extender), stock (default-scheduler), kueue-tas "
-                        "(the real Kueue v0.17.0 with topology-aware scheduling, then default-scheduler; fill "
-                        "workloads only; it builds Kueue once and starts it; the fill stops at the first Workload "
-                        "Kueue rejects)")
+                        "(the real Kueue v0.17.0 with topology-aware scheduling, then default-scheduler; it builds "
+                        "Kueue once and starts it; a fill stops at the first Workload Kueue rejects)")
     k.add_argument("--speedup", type=float, help="timed workloads: trace seconds per real second; whenever the "
                                                  "cluster is quiet the clock jumps to the next event anyway "
                                                  "(default: jumps only, event by event)")
@@ -285,10 +284,6 @@ def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> 
     bad = [s for s in schedulers if s not in OFFLINE_TWIN]
     if bad or not schedulers:
         print(f"clique simulate --kwok: unknown schedulers {bad}; choose from {sorted(OFFLINE_TWIN)}", file=sys.stderr)
-        return 2
-    if timed and "kueue-tas" in schedulers:
-        print("clique simulate --kwok: kueue-tas runs fill workloads only (timed arrivals with the real Kueue are "
-              "not implemented); use --workload openb-multigpu50 or another pod list without times", file=sys.stderr)
         return 2
     opts = ScenarioOptions(schedulers=schedulers, speedup=args.speedup,
                            window=args.window, after_failure=args.after_failure)

@@ -38,3 +38,25 @@ def test_the_fill_stops_at_the_first_workload_kueue_rejects_with_the_gpus_it_had
     assert r["watch_errors"] == 0 and r["offline_twin"] == "kueue-bestfit"
     # the ClusterQueue had quota for twice the cluster, so quota was never the reason
     assert any("nvidia.com/gpu': '64'" in line for line in log), log
+
+
+def test_timed_gangs_with_the_real_kueue_wait_for_a_departure_and_are_then_placed_whole_in_one_leaf():
+    built_or_skip("kueue")
+    base = snapshot_from_spec(parse_cluster_spec(TINY))  # 2 leaves of 2 hosts x 8 GPUs
+
+    def gang(name: str) -> Gang:
+        return Gang(name, (Role("worker", 2, 8, 1000, 2**30),), required_level="leaf")
+
+    # a and b fill both leaves; c arrives into the full cluster and is admitted only once a has departed. The run
+    # lasts until the last arrival (as the offline simulator's does), so a late single pod d keeps it going.
+    arrivals = [Arrival(0.0, gang("a"), 20.0), Arrival(1.0, gang("b"), 200.0), Arrival(2.0, gang("c"), 5.0),
+                Arrival(60.0, Gang("d", (Role("pod", 1, 1, 1000, 2**30),)), 5.0)]
+    log: list[str] = []
+    (res,) = run_scenario(base, arrivals, True, ScenarioOptions(schedulers=("kueue-tas",), speedup=10, settle_s=20),
+                          say=log.append)
+    r = res.summary()
+    assert r["stop_signal"] == "workload" and r["first_failure_kind"] == "topology", (r, log)  # c, rejected first
+    assert r["placed"] >= 3 and r["partial_gangs"] == 0 and r["watch_errors"] == 0, (r, log)
+    assert r["one_domain_share"]["leaf"] == 1.0, r  # each pod group inside one leaf, as its annotation requires
+    assert max(res.waits_s) >= 18, res.waits_s  # c waited for a's departure (a lives 20 s of trace time)
+    assert r["departed"] >= 2, r  # a, then c: trace departures delete them

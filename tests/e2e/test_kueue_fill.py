@@ -59,4 +59,4 @@ def test_timed_gangs_with_the_real_kueue_wait_for_a_departure_and_are_then_place
     assert r["placed"] >= 3 and r["partial_gangs"] == 0 and r["watch_errors"] == 0, (r, log)
     assert r["one_domain_share"]["leaf"] == 1.0, r  # each pod group inside one leaf, as its annotation requires
     assert max(res.waits_s) >= 18, res.waits_s  # c waited for a's departure (a lives 20 s of trace time)
-    assert r["departed"] >= 2, r  # a, then c: trace departures delete them
+    assert r["departed"] >= 1, r  # a's trace departure deleted it (c's may come after the last arrival, the end)

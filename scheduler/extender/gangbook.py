@@ -104,10 +104,19 @@ class Members:
         return bool(self.bound) and bool(self.pending)
 
 
+def not_terminating(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The pods that are not being deleted. A terminating member is leaving its gang: counted as one, a gang
+    restarted whole (old members deleted, the controller recreating them) would have its first new member planned
+    and bound beside old members still terminating (graceful deletion takes up to the pod's
+    terminationGracePeriodSeconds). Their GPUs still count as used (state.py) until they are gone."""
+    return [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+
+
 def members_of(pods: Iterable[Mapping[str, Any]], just_bound: Mapping[str, str] | None = None) -> Members:
+    """A gang's live pods split into bound (key -> node) and pending; terminating pods are neither (not_terminating)."""
     bound: dict[str, str] = {}
     pending: list[dict] = []
-    for p in pods:
+    for p in not_terminating(pods):
         key = pod_key(p)
         node = (p.get("spec") or {}).get("nodeName") or (just_bound or {}).get(key)
         if node:

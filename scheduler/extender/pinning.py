@@ -167,7 +167,7 @@ class Pinner:
         retried. A group with more pods than its gang's minimum (Volcano minMember, Grove minReplicas): its
         members are planned and pinned as a gang; the other pods stay gated until the gang is bound, then are
         released unpinned and placed one by one near it (the filter path, scheduler.gangs GangView.near)."""
-        from scheduler.extender.gangbook import members_of, pod_key
+        from scheduler.extender.gangbook import members_of, not_terminating, pod_key
         from scheduler.extender.service import GANG_INCOMPLETE
         from scheduler.gangs import pod_request, recognize
 
@@ -201,7 +201,7 @@ class Pinner:
             ext.event(first, "GangSizeUnknown", f"gang {gang.name} has no size: add the clique.dev/gang-size "
                                                "annotation to its pods")
             return False
-        gang_pods = [p for p in pods if not gang.members or pod_key(p) in gang.members]
+        gang_pods = [p for p in not_terminating(pods) if not gang.members or pod_key(p) in gang.members]
         if len(gang_pods) < gang.size:
             since = self.incomplete.setdefault(gang_key, time.monotonic())
             if time.monotonic() - since >= WAITING_EVENT_S:  # members of a burst arrive within moments: no Event

@@ -18,7 +18,8 @@ import time
 from typing import TYPE_CHECKING
 
 from scheduler.extender.health_loop import GangHealth
-from scheduler.extender.gangbook import HalfGangAction, decide_half_gang, interrupted_bind, members_of, pod_key
+from scheduler.extender.gangbook import (HalfGangAction, decide_half_gang, interrupted_bind, members_of,
+                                         not_terminating, pod_key)
 from scheduler.gangs import pod_request, recognize
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ async def recover_gang(extender: "Extender", gang_key: str) -> HalfGangAction | 
     probe = recognize(pods[0])
     sizes, topology = extender.gang_sizes(probe)
     gang = recognize(pods[0], sizes, topology)
-    if gang.source == "single" or gang.size is None or len(pods) < gang.size:
+    if gang.source == "single" or gang.size is None or len(not_terminating(pods)) < gang.size:
         return None
     members = members_of(pods, extender.just_bound())
     if not members.half or any((p.get("spec") or {}).get("schedulerName") != extender.scheduler_name

@@ -31,7 +31,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from scheduler.extender import preemption
 from scheduler.extender.binder import Binder
 from scheduler.extender.gangbook import (LeaderFirst, Live, Request, Reservation, gang_spec, gang_view, join_bound,
-                                         leader_first, members_of, pod_key, reserved_total, split_group)
+                                         leader_first, members_of, not_terminating, pod_key, reserved_total,
+                                         split_group)
 from scheduler.extender.nodefit import node_refusal
 from scheduler.extender.state import ClusterState
 from scheduler.extender.wire import (FilterResult, WireError, binding_result_json, parse_binding_args,
@@ -356,7 +357,7 @@ class Extender:
         if gang.source == "single":
             pending, bound = [pod], {}
         else:
-            pods = self.state.gang_members(gang.key)
+            pods = not_terminating(self.state.gang_members(gang.key))  # a member being deleted is leaving
             if len(pods) < gang.size and lead is None:
                 return None, f"gang {gang.name} {GANG_INCOMPLETE}: {len(pods)} of {gang.size} exist"
             members = members_of(pods, self.just_bound())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler.extender.gangbook import (HalfGangAction, Members, decide_half_gang, gang_spec, interrupted_bind,
-                                         join_bound, members_of)
+                                         join_bound, members_of, not_terminating, pod_key)
 from scheduler.extender.nodefit import node_refusal
 from scheduler.gangs import recognize
 from scheduler.placement.engine import CliqueEngine
@@ -57,6 +57,17 @@ def test_a_replacement_member_joins_its_bound_siblings_inside_their_nvlink_domai
     snap1, joined1, _ = join_bound(_snapshot(), spec1, members.bound.values())
     plan1 = CliqueEngine().place(snap1, joined1)
     assert plan1.placed and plan1.hosts() == ["a3"]
+
+
+def test_members_being_deleted_are_neither_bound_nor_pending_so_a_restarted_gang_does_not_join_them():
+    # a gang restarted whole: its old members terminating on their nodes, the controller's first new pod pending
+    old = [_member(i, f"a{i}") for i in (1, 2, 3)]
+    for p in old:
+        p["metadata"]["deletionTimestamp"] = "2026-12-01T10:05:00Z"
+    pods = [_member(0), *old]
+    members = members_of(pods)
+    assert members.bound == {} and [pod_key(p) for p in members.pending] == ["default/g-0"]
+    assert not_terminating(pods) == [pods[0]]  # 1 of 4 members: the gang counts as incomplete, nothing is planned
 
 
 def test_bound_members_that_already_span_two_domains_cannot_be_joined():

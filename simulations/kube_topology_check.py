@@ -28,7 +28,8 @@ import sys
 import time
 from typing import Any
 
-from simulations.model_check import (GIB, CheckGang, CheckResult, RealScheduler, check_spec, check_workload,
+from simulations.model_check import (GIB, CheckGang, CheckResult, RealScheduler, check_cluster, check_spec,
+                                     check_workload,
                                      delete_pods, model_pass, offline_pass, play, pod_manifest,
                                      prefill_pods, snapshot_with)
 
@@ -79,21 +80,13 @@ def run_check(cp, spec_data: dict, gangs: int, seed: int, namespace: str = "kube
               memory_per_gpu: int = MEMORY_PER_GPU, kinds=KINDS) -> CheckResult:
     """Play the seeded workload on a running control plane started with FEATURE_GATES and RUNTIME_CONFIG.
     Creates its own namespace and nodes; removes its pods, Workloads, PodGroups and nodes afterwards."""
-    from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     from scheduler.placement.baselines import TopologyPlacement
     from scheduler.placement.engine import CliqueEngine
-    from scheduler.placement.snapshots import snapshot_from_spec
-    from simulations.controlplane.kwok_nodes import create_nodes, delete_nodes
-    from topology.spec import parse_cluster_spec
+    from simulations.controlplane.kwok_nodes import delete_nodes
 
-    spec = parse_cluster_spec(spec_data)
-    pool = spec.pools[0].name
-    api = cp.api_client()
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    names = create_nodes(api, spec.hosts())
-    base = snapshot_from_spec(spec)
+    spec, pool, api, core, custom, names, base = check_cluster(cp, spec_data)
     prefill, work = check_workload(sorted(base.hosts), spec.pools[0].gpus, gangs, seed, kinds=kinds,
                                    cpu_per_gpu=cpu_per_gpu, memory_per_gpu=memory_per_gpu)
     cp.create_namespace(namespace)

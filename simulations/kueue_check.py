@@ -23,8 +23,8 @@ from typing import Any
 
 # The pure parts and the play loop are shared with `clique bench kube-topology-models`; re-exported here.
 from simulations.model_check import (KINDS, LEAF, POOL_LABEL, SPINE, CheckGang, CheckResult, Decision,  # noqa: F401
-                                     RealScheduler, check_spec, check_workload, delete_pods, domain, model_pass,
-                                     offline_pass, play, pod_manifest, prefill_pods, snapshot_with)
+                                     RealScheduler, check_cluster, check_spec, check_workload, delete_pods, domain,
+                                     model_pass, offline_pass, play, pod_manifest, prefill_pods, snapshot_with)
 
 
 # ----------------------------------------------------------------------------------------------- real run
@@ -58,21 +58,13 @@ def run_check(cp, spec_data: dict, gangs: int, seed: int, namespace: str = "kueu
               gang_timeout_s: float = 30.0, say=print, policy: Any = None) -> CheckResult:
     """Play the seeded workload on a running control plane that has the real Kueue (ControlPlaneOptions(kueue=True)).
     Creates its own namespace, nodes and Kueue queues; removes its pods, queues and nodes afterwards."""
-    from kubernetes import client
 
     from scheduler.placement.baselines import KueueBestFit
     from scheduler.placement.engine import CliqueEngine
-    from scheduler.placement.snapshots import snapshot_from_spec
     from simulations.controlplane.kueue import TasQueues, delete_tas_queues, setup_tas_queues
-    from simulations.controlplane.kwok_nodes import create_nodes, delete_nodes
-    from topology.spec import parse_cluster_spec
+    from simulations.controlplane.kwok_nodes import delete_nodes
 
-    spec = parse_cluster_spec(spec_data)
-    pool = spec.pools[0].name
-    api = cp.api_client()
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    names = create_nodes(api, spec.hosts())
-    base = snapshot_from_spec(spec)
+    spec, pool, api, core, custom, names, base = check_cluster(cp, spec_data)
     gpus_per_host = spec.pools[0].gpus
     prefill, work = check_workload(sorted(base.hosts), gpus_per_host, gangs, seed)
     cp.create_namespace(namespace)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from scheduler.placement.types import Gang, HostState, Role, Snapshot
 
@@ -167,6 +167,32 @@ def _pct(values: list[float], q: float) -> float | None:
         return None
     v = sorted(values)
     return round(v[min(len(v) - 1, int(q * len(v)))], 3)
+
+
+class CheckCluster(NamedTuple):
+    spec: Any  # topology.spec ClusterSpec
+    pool: str
+    api: Any
+    core: Any
+    custom: Any
+    names: list[str]  # the KWOK nodes created
+    base: Snapshot  # the model's view of them, empty
+
+
+def check_cluster(cp, spec_data: dict) -> CheckCluster:
+    """The check's KWOK nodes on a running control plane (side effect: creates them), API clients, and the model's
+    empty snapshot of the same nodes; shared by both model checks."""
+    from kubernetes import client
+
+    from scheduler.placement.snapshots import snapshot_from_spec
+    from simulations.controlplane.kwok_nodes import create_nodes
+    from topology.spec import parse_cluster_spec
+
+    spec = parse_cluster_spec(spec_data)
+    api = cp.api_client()
+    names = create_nodes(api, spec.hosts())
+    return CheckCluster(spec, spec.pools[0].name, api, client.CoreV1Api(api), client.CustomObjectsApi(api), names,
+                        snapshot_from_spec(spec))
 
 
 def model_pass(policy: Any, base: Snapshot, gangs: Sequence[CheckGang]) -> tuple[list[list[str] | None], dict | None]:

@@ -35,9 +35,12 @@ next decision can change it only after that):
        quiet class seen k times after a burst still covers a burst with weight 1/(k+1). Before any horizon has
        passed: the arrivals so far, scaled to the forecast, through the fluid queue;
     3. queue drain: the backlog plus the forecast arrivals served within h;
-    4. decode: sequences in flight forecast over h (trend, time of day, or the last horizon's mean if higher)
-       plus the `attainment` quantile of how much they rose within one horizon over the history, over the
-       slots of a replica;
+    4. decode: the sequences in flight now plus the `attainment` quantile, over the history, of how far they
+       rose above a reading at their peak within the horizon after it (the highest reading up to h later minus
+       the reading: the peak, not the level where the horizon ends, is what the slots must hold before a
+       replica asked for now can serve), and at least the forecast of the level over h (trend, time of day,
+       or the last horizon's mean if higher); over the slots of a replica. Before any horizon has passed, the
+       forecast's z(attainment) x square root (a Poisson count's spread) stands in for the quantile;
     5. scale-up at once; scale-down only to the most any evaluation of the last load_s asked for (a replica
        dropped and needed again within one model load costs more than keeping it);
     6. scale to zero (`scale_to_zero`): a pool goes to 0 after `idle_to_zero_s` without arrivals and an empty
@@ -148,6 +151,9 @@ class Planner:
     requests: np.ndarray = field(default_factory=lambda: np.zeros(0))
     rates: deque = field(default_factory=deque)  # (t, prompt tokens/s over the evaluation)
     inflight: deque = field(default_factory=deque)  # (t, decode sequences in flight)
+    decode_open: deque = field(default_factory=deque)  # [t, in flight, highest since] of readings whose
+    # horizon runs
+    decode_rises: deque = field(default_factory=deque)  # (t, peak rise within the horizon after t)
     recs: deque = field(default_factory=deque)  # (t, prefill, decode) recommendations of the last load_s
     season: SeasonalProfile | None = None
     decode_season: SeasonalProfile | None = None
@@ -181,10 +187,11 @@ class Planner:
             rate = sum(toks) / dt
             self.rates.append((obs.now, rate))
             self.inflight.append((obs.now, float(obs.decode_in_flight)))
+            self._close_decode(obs.now, float(obs.decode_in_flight))
             self.season.add(obs.now, rate, dt)
             self.decode_season.add(obs.now, float(obs.decode_in_flight), dt)
         keep_s = max(cfg.history_s, cfg.trend_window_s)
-        for q in (self.rates, self.inflight):
+        for q in (self.rates, self.inflight, self.decode_rises):
             while q and q[0][0] <= obs.now - keep_s:
                 q.popleft()
         h = cfg.horizon_s
@@ -211,18 +218,17 @@ class Planner:
         drain = max(forecast, present)
         queue_n = math.ceil((obs.queue_tokens + drain * h) / (cfg.prefill_tokens_per_s * h)) if h > 0 else 0
         prefill = max(burst, queue_n if obs.queue_requests or drain > 0 else 0)
-        # 4. decode: its forecast (trend, time of day, or the last horizon's mean if higher) plus the attainment
-        # quantile of how much sequences in flight rose within one horizon over the history
+        # 4. decode: in flight now plus the attainment quantile of the peak rise within one horizon over the
+        # history, at least its forecast (trend, time of day, or the last horizon's mean if higher)
         dts = np.array([t for t, _ in self.inflight])
         dvs = np.array([v for _, v in self.inflight])
         dtr = trend(dts, dvs, obs.now, cfg.trend_window_s)
         dratio = self.decode_season.ratio(obs.now, h)
         dforecast = max(dtr.peak(h), dtr.level * dratio if dratio else 0.0,
                         float(dvs[dts > obs.now - h].mean()) if len(dvs) else 0.0)
-        j = np.searchsorted(dts, dts + h)
-        rise = dvs[j[j < len(dts)]] - dvs[j < len(dts)]
+        rise = np.array([r for _, r in self.decode_rises])
         up = max(0.0, _quantile(rise, cfg.attainment)) if len(rise) else _z(cfg.attainment) * math.sqrt(dforecast)
-        dneed = max(dforecast + up, float(obs.decode_in_flight))
+        dneed = max(dforecast, float(obs.decode_in_flight) + up)
         decode = math.ceil(dneed / cfg.decode_slots)
 
         # 6. scale to zero / activation; then the bounds
@@ -256,11 +262,21 @@ class Planner:
         reason = (f"prefill {prefill}: prompt {tr.level:.0f} tok/s now, forecast {forecast:.0f} over the next "
                   f"{h:.0f}s (trend {tr.slope * 60:+.0f} tok/s per min{season}); burst headroom {burst}: "
                   f"{basis}; queue {obs.queue_requests} ({obs.queue_tokens:.0f} tokens) drains in {h:.0f}s "
-                  f"with {queue_n}. decode {decode}: in flight {obs.decode_in_flight} now, forecast "
-                  f"{dforecast:.0f} + {up:.0f} (p{cfg.attainment * 100:g} rise within {h:.0f}s) over "
+                  f"with {queue_n}. decode {decode}: in flight {obs.decode_in_flight} now + {up:.0f} "
+                  f"(p{cfg.attainment * 100:g} peak rise within {h:.0f}s), forecast {dforecast:.0f}, over "
                   f"{cfg.decode_slots} slots"
                   + ("; " + "; ".join(notes) if notes else ""))
         return Plan(prefill, decode, reason, forecast, burst, queue_n, dneed)
+
+    def _close_decode(self, now: float, inflight: float) -> None:
+        """Keep, for every reading of sequences in flight, the highest reading after it up to the first one at or
+        past one horizon later; once that one is in, its peak rise (that highest minus the reading) is final."""
+        for rec in self.decode_open:
+            rec[2] = max(rec[2], inflight)
+        while self.decode_open and self.decode_open[0][0] + self.cfg.horizon_s <= now:
+            t, v, top = self.decode_open.popleft()
+            self.decode_rises.append((t, top - v))
+        self.decode_open.append([now, inflight, -math.inf])
 
     def _close_windows(self, tok: np.ndarray, req: np.ndarray, hb: int, now: float) -> None:
         """The horizons of past evaluations that have ended: their arrivals' misses per replica count."""

@@ -179,3 +179,16 @@ def test_decode_covers_its_forecast_plus_how_much_in_flight_rose_within_a_horizo
                                    p=plan.prefill if plan else 1, d=plan.decode if plan else 1))
     assert plan.decode >= 3, plan.reason  # 64 now + a rise of 128 seen within 75 s, over 64 slots
     assert "rise within 75s" in plan.reason
+
+
+def test_decode_covers_a_short_peak_inside_the_horizon_not_only_where_the_horizon_ends():
+    # 64 sequences in flight, and for one reading (15 s) every 30 minutes 192: the level 75 s after a reading is
+    # 192 for under 1% of readings, but the peak within the 75 s after one reaches 192 for 5 readings in 120
+    planner = Planner(CFG)
+    plan = None
+    for t in range(15, 7200, 15):
+        inflight = 192 if t % 1800 == 900 else 64
+        plan = planner.observe(obs(t, np.full(15, 1000.0), inflight=inflight,
+                                   p=plan.prefill if plan else 1, d=plan.decode if plan else 1))
+    assert plan.decode >= 3, plan.reason  # 64 now + the p99 peak rise of 128, over 64 slots
+    assert "64 now + 128 (p99 peak rise within 75s)" in plan.reason

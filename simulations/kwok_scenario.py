@@ -132,6 +132,7 @@ class PodSeen:
     bound_at: float | None = None
     failed_reason: str | None = None
     deleted: bool = False
+    deleted_at: float | None = None
 
 
 @dataclass
@@ -226,6 +227,7 @@ class PodObserver:
                     self.used[seen.node] -= seen.gpus
                     self.bound_gpus -= seen.gpus
                 seen.deleted = True  # kept: a gang that ran and left was placed
+                seen.deleted_at = now
                 self.events.put(("deleted", name, now))
                 return
             if seen.deleted:
@@ -267,7 +269,15 @@ class KwokResult:
     unallocated_gpus: int | None = None
     stranded_gpus: int | None = None
     final_allocation_ratio: float = 0.0
-    one_domain_share: dict[str, float] = field(default_factory=dict)
+    one_domain_share: dict[str, float] = field(default_factory=dict)  # per level, multi-pod gangs placed
+    # per level, every multi-pod gang submitted: one not placed whole by the end counts as not in one domain
+    one_domain_share_all: dict[str, float] = field(default_factory=dict)
+    gang_domains: dict[str, dict[str, int]] = field(default_factory=dict)  # placed multi-pod gang: domains per level
+    multi_gangs: int = 0  # multi-pod gangs submitted
+    not_placed: list[str] = field(default_factory=list)  # gangs not bound whole by the end (failed or partial)
+    # placed multi-pod gangs spanning more than one domain somewhere: trace-s waited, and per level whether one
+    # domain had enough free hosts for it when its first pod was bound (split_gang_diagnostics)
+    split_gangs: dict[str, dict] = field(default_factory=dict)
     waits_s: list[float] = field(default_factory=list)  # trace seconds
     bind_latency_ms: list[float] = field(default_factory=list)  # real milliseconds, create -> bound
     timeline: list[tuple[float, float]] = field(default_factory=list)
@@ -291,6 +301,9 @@ class KwokResult:
                 "unallocated_gpus": self.unallocated_gpus, "stranded_gpus": self.stranded_gpus,
                 "final_allocation_ratio": r(self.final_allocation_ratio),
                 "one_domain_share": {k: r(v) for k, v in self.one_domain_share.items()},
+                "one_domain_share_all": {k: r(v) for k, v in self.one_domain_share_all.items()},
+                "multi_gangs": self.multi_gangs, "gang_domains": self.gang_domains, "not_placed": self.not_placed,
+                "split_gangs": self.split_gangs,
                 "mean_wait_s": r(sum(self.waits_s) / len(self.waits_s)) if self.waits_s else 0.0,
                 "p99_wait_s": pct(self.waits_s, 0.99), "waited": sum(1 for w in self.waits_s if w > 0),
                 "p50_bind_ms": pct(self.bind_latency_ms, 0.5), "p99_bind_ms": pct(self.bind_latency_ms, 0.99),
@@ -530,6 +543,7 @@ class ScenarioRun:
         for idx, plans in gangs.items():
             seen = [obs.pods.get(p.name) for p in plans]
             bound = [s for s in seen if s and s.node]
+            res.multi_gangs += len(plans) > 1
             if len(bound) == len(plans):
                 res.placed += 1
                 res.departed += all(s.deleted for s in bound)
@@ -539,16 +553,27 @@ class ScenarioRun:
                     res.waits_s.append(max(0.0, wait))
                 if len(plans) > 1:
                     multi += 1
-                    for lv, key in self.level_labels:
-                        inside[lv] += len({self.labels[s.node].get(key, f"<{s.node}>") for s in bound}) == 1
+                    doms = {lv: len({self.labels[s.node].get(key, f"<{s.node}>") for s in bound})
+                            for lv, key in self.level_labels}
+                    res.gang_domains[plans[0].gang] = doms
+                    if max(doms.values()) > 1:
+                        res.split_gangs[plans[0].gang] = {
+                            "wait_s": round(res.waits_s[-1], 3) if self.timed else None,
+                            "fit_then": split_gang_diagnostics(plans, obs.pods, self.capacity, self.labels,
+                                                               self.level_labels)}
+                    for lv in inside:
+                        inside[lv] += doms[lv] == 1
             elif bound:
                 res.partial_gangs += 1
+                res.not_placed.append(plans[0].gang)
             else:
                 res.failed += 1
+                res.not_placed.append(plans[0].gang)
             for p, s in zip(plans, seen):
                 if s and s.bound_at is not None:
                     res.bind_latency_ms.append((s.bound_at - self.created[p.name]) * 1000)
         res.one_domain_share = {lv: inside[lv] / multi for lv in inside} if multi else {}
+        res.one_domain_share_all = {lv: inside[lv] / res.multi_gangs for lv in inside} if res.multi_gangs else {}
         res.final_allocation_ratio = obs.bound_gpus / self.total
         ff = obs.first_failure
         if ff is not None:
@@ -573,6 +598,34 @@ class ScenarioRun:
             need = plan.gpus if plan else 1
             res.stranded_gpus = sum(free for n, cap in self.capacity.items()
                                     if 0 < (free := cap - used.get(n, 0)) < need)
+
+
+def split_gang_diagnostics(plans: Sequence[PodPlan], pods: dict[str, PodSeen], capacity: dict[str, int],
+                           labels: dict[str, dict[str, str]], level_labels: Sequence[tuple[str, str]]
+                           ) -> dict[str, bool]:
+    """Per level: whether one domain had free hosts for every pod of the gang when its first pod was bound, from
+    the watch's times alone (GPUs of the other pods bound by then and not yet deleted). A host counts when its
+    free GPUs hold the gang's largest pod: exact for gangs of equal whole-host pods (the Dynamo mix's), optimistic
+    for mixed ones. Pure."""
+    mine = {p.name for p in plans}
+    t0 = min(pods[p.name].bound_at for p in plans)  # type: ignore[type-var]
+    used: dict[str, int] = {}
+    for name, s in pods.items():
+        if name in mine or not s.node or s.bound_at is None or s.bound_at >= t0:
+            continue
+        if s.deleted_at is not None and s.deleted_at <= t0:
+            continue
+        used[s.node] = used.get(s.node, 0) + s.gpus
+    need = max(p.gpus for p in plans)
+    hosts = [n for n, cap in capacity.items() if cap - used.get(n, 0) >= need]
+    out = {}
+    for lv, key in level_labels:
+        per: dict[str, int] = {}
+        for n in hosts:
+            d = labels.get(n, {}).get(key, f"<{n}>")
+            per[d] = per.get(d, 0) + 1
+        out[lv] = max(per.values(), default=0) >= len(plans)
+    return out
 
 
 def run_scenario(base: Snapshot, arrivals: Sequence[Arrival], timed: bool, opts: ScenarioOptions,
@@ -655,13 +708,19 @@ def _kueue_queues(api, ns: str, nodes, level_labels: list[str], say) -> None:
 
 
 def kwok_table(results: list[KwokResult], offline: dict[str, Any], timed: bool) -> str:
-    """Each scheduler on the API server beside its offline twin."""
+    """Each scheduler on the API server beside its offline twin. One-domain share three ways: over the gangs it
+    placed (the first column), over every multi-pod gang submitted (`all`: one not placed counts as not in one
+    domain), and over the gangs every API-server row (or every offline row) placed (`common`)."""
+    from simulations.placement_sim import with_common_share
+
     head = (f"{'where':11} {'scheduler/policy':18} {'placed':>7} {'partial':>7} {'placed@1st fail':>15} "
             f"{'alloc@1st fail':>14} "
-            f"{'unalloc GPUs':>12} {'final alloc':>11} {'1-domain':>10}" + (f" {'mean wait s':>11}" if timed else "")
-            + f" {'wall s':>7}")
+            f"{'unalloc GPUs':>12} {'final alloc':>11} {'1-domain':>10} {'all':>5} {'common':>6}"
+            + (f" {'mean wait s':>11}" if timed else "") + f" {'wall s':>7}")
 
-    everything = [r.summary() for r in results] + list(offline.values())
+    real = with_common_share([r.summary() for r in results])
+    offline = dict(zip(offline, with_common_share(list(offline.values()))))
+    everything = real + list(offline.values())
     # the innermost level any gang was kept inside (8-GPU gangs never fit a 4-GPU NVLink pool, say)
     level = next((lv for lv in reversed([k for s in everything for k in s["one_domain_share"]])
                   if any(s["one_domain_share"].get(lv) for s in everything)), None)
@@ -671,6 +730,8 @@ def kwok_table(results: list[KwokResult], offline: dict[str, Any], timed: bool) 
     def line(where: str, s: dict) -> str:
         a = s["allocation_ratio_at_first_failure"]
         inner = s["one_domain_share"].get(level) if level else None
+        share_all = s.get("one_domain_share_all", {}).get(level) if level else None
+        common = s.get("one_domain_share_common", {}).get(level) if level else None
         # offline, every gang before the first failure was placed; on the API server, what was bound at the signal
         at = s.get("placed_at_first_failure", s["first_failure_at"])
         return (f"{where:11} {s['policy']:18} {s['placed']:>7} {s['partial_gangs']:>7} "
@@ -678,10 +739,11 @@ def kwok_table(results: list[KwokResult], offline: dict[str, Any], timed: bool) 
                 f"{(f'{a:.1%}' if a is not None else 'never'):>14} "
                 f"{str(s['unallocated_gpus'] if s['unallocated_gpus'] is not None else '-'):>12} "
                 f"{s['final_allocation_ratio']:>11.1%} {(f'{inner:.0%}' if inner is not None else '-'):>10}"
+                f" {(f'{share_all:.0%}' if share_all is not None else '-'):>5}"
+                f" {(f'{common:.0%}' if common is not None else '-'):>6}"
                 + (f" {s['mean_wait_s']:>11.0f}" if timed else "") + f" {str(s.get('wall_s', '-')):>7}")
 
-    for r in results:
-        s = r.summary()
+    for r, s in zip(results, real):
         lines.append(line("API server", s))
         twin = offline.get(OFFLINE_TWIN[r.scheduler])
         if twin is not None:

@@ -8,6 +8,11 @@ Two modes, as the workload allows:
              not fit waits (FIFO retries on every departure); wait times are measured
 A pod-by-pod baseline that places part of a gang keeps those GPUs for the gang's lifetime, as its bound pods
 would in a real cluster; the gang counts as not placed.
+
+One-domain share (multi-pod gangs, per level) three ways: `one_domain_share` over the gangs the policy placed,
+`one_domain_share_all` over every one that arrived (one still waiting at the end counts as not in one domain),
+and `one_domain_share_common` (`with_common_share`) over the gangs every compared policy placed. A policy that
+places fewer gangs is not credited by the last two for the ones it left out.
 """
 
 from __future__ import annotations
@@ -33,7 +38,11 @@ class SimResult:
     unallocated_gpus: int | None = None  # at first failure
     stranded_gpus: int | None = None  # at first failure: free GPUs on hosts too small for the failing pod
     final_allocation_ratio: float = 0.0
-    one_domain_share: dict[str, float] = field(default_factory=dict)  # per level, multi-pod gangs only
+    one_domain_share: dict[str, float] = field(default_factory=dict)  # per level, multi-pod gangs placed
+    # per level, every multi-pod gang that arrived: one not placed (still waiting at the end) counts as not in one
+    one_domain_share_all: dict[str, float] = field(default_factory=dict)
+    gang_domains: dict[str, dict[str, int]] = field(default_factory=dict)  # placed multi-pod gang: domains per level
+    multi_gangs: int = 0  # multi-pod gangs that arrived
     solve_ms: list[float] = field(default_factory=list)
     waits_s: list[float] = field(default_factory=list)
     timeline: list[tuple[float, float]] = field(default_factory=list)  # (time or arrival index, allocated share)
@@ -46,6 +55,8 @@ class SimResult:
                 "unallocated_gpus": self.unallocated_gpus, "stranded_gpus": self.stranded_gpus,
                 "final_allocation_ratio": _r(self.final_allocation_ratio),
                 "one_domain_share": {k: _r(v) for k, v in self.one_domain_share.items()},
+                "one_domain_share_all": {k: _r(v) for k, v in self.one_domain_share_all.items()},
+                "multi_gangs": self.multi_gangs, "gang_domains": self.gang_domains,
                 "p99_solve_ms": pct(self.solve_ms, 0.99), "mean_solve_ms": _r(sum(self.solve_ms) / max(1, len(self.solve_ms))),
                 "mean_wait_s": _r(sum(self.waits_s) / len(self.waits_s)) if self.waits_s else 0.0,
                 "p99_wait_s": pct(self.waits_s, 0.99), "waited": sum(1 for w in self.waits_s if w > 0)}
@@ -95,8 +106,10 @@ def simulate(policy, base: Snapshot, arrivals: Sequence[Arrival], timed: bool,
             if a.gang.pod_count > 1:
                 multi += 1
                 paths = [snap.topology.host_paths[h] for h in plan.hosts()]
-                for d, lv in enumerate(levels):
-                    inside[lv] += len({p[: d + 1] for p in paths}) == 1
+                doms = {lv: len({p[: d + 1] for p in paths}) for d, lv in enumerate(levels)}
+                res.gang_domains[a.gang.name] = doms
+                for lv in levels:
+                    inside[lv] += doms[lv] == 1
             if timed and a.duration is not None:
                 heapq.heappush(events, (now + a.duration, 0, next(departures), (a.gang, plan)))
             return True
@@ -126,6 +139,7 @@ def simulate(policy, base: Snapshot, arrivals: Sequence[Arrival], timed: bool,
             continue
         a: Arrival = payload  # type: ignore[assignment]
         arrived += 1
+        res.multi_gangs += a.gang.pod_count > 1
         if not try_place(a, now):
             if timed:
                 waiting.append(a)
@@ -139,9 +153,33 @@ def simulate(policy, base: Snapshot, arrivals: Sequence[Arrival], timed: bool,
         res.failed = len(waiting)
     res.final_allocation_ratio = _used(snap) / total
     res.one_domain_share = {lv: inside[lv] / multi for lv in levels} if multi else {}
+    res.one_domain_share_all = {lv: inside[lv] / res.multi_gangs for lv in levels} if res.multi_gangs else {}
     if progress:
         progress(len(arrivals), len(arrivals))
     return res
+
+
+def one_domain_share_common(summaries: Sequence[dict]) -> dict[str, float]:
+    """Per level, the one-domain share of the first summary's placements over the multi-pod gangs that every
+    summary placed (`gang_domains`): the same gangs for each scheduler, so one that placed fewer, or easier,
+    gangs is not credited for the ones it left out. Empty when no gang was placed by all."""
+    if not summaries:
+        return {}
+    common = set(summaries[0].get("gang_domains", {}))
+    for s in summaries[1:]:
+        common &= set(s.get("gang_domains", {}))
+    if not common:
+        return {}
+    doms = summaries[0]["gang_domains"]
+    levels = list(next(iter(doms.values())))
+    return {lv: round(sum(doms[g][lv] == 1 for g in common) / len(common), 4) for lv in levels}
+
+
+def with_common_share(summaries: list[dict]) -> list[dict]:
+    """Each summary with `one_domain_share_common` (over the gangs all of them placed) and `common_gangs` added."""
+    common = set.intersection(*(set(s.get("gang_domains", {})) for s in summaries)) if summaries else set()
+    return [{**s, "one_domain_share_common": one_domain_share_common([s] + [o for o in summaries if o is not s]),
+             "common_gangs": len(common)} for s in summaries]
 
 
 def run_all(policies: Sequence, base: Snapshot, arrivals: Sequence[Arrival], timed: bool,
@@ -154,11 +192,14 @@ def run_all(policies: Sequence, base: Snapshot, arrivals: Sequence[Arrival], tim
 
 
 def table(results: list[SimResult], timed: bool) -> str:
-    rows = [r.summary() for r in results]
+    """One row per policy. One-domain share at the innermost level three ways: over the multi-pod gangs the
+    policy placed, over all that arrived (`all`: one still waiting counts as not in one domain), and over the
+    gangs every policy placed (`common`)."""
+    rows = with_common_share([r.summary() for r in results])
     inner = next((k for r in rows for k in reversed(list(r["one_domain_share"]))), None)
     head = (f"{'policy':20} {'placed':>7} {'partial':>7} {'alloc@1st fail':>14} {'unalloc GPUs':>12} "
-            f"{'stranded':>8} {'final alloc':>11} {('1-' + inner) if inner else '1-domain':>10} {'p99 ms':>7}"
-            + (f" {'mean wait s':>11}" if timed else ""))
+            f"{'stranded':>8} {'final alloc':>11} {('1-' + inner) if inner else '1-domain':>10} {'all':>5} "
+            f"{'common':>6} {'p99 ms':>7}" + (f" {'mean wait s':>11}" if timed else ""))
     lines = [head]
     for r in rows:
         a = r["allocation_ratio_at_first_failure"]
@@ -167,8 +208,14 @@ def table(results: list[SimResult], timed: bool) -> str:
                      f"{str(r['stranded_gpus'] if r['stranded_gpus'] is not None else '-'):>8} "
                      f"{r['final_allocation_ratio']:>11.1%} "
                      f"{(format(r['one_domain_share'].get(inner, 0), '.0%') if inner else '-'):>10} "
+                     f"{_share(r['one_domain_share_all'], inner):>5} {_share(r['one_domain_share_common'], inner):>6} "
                      f"{r['p99_solve_ms']:>7}" + (f" {r['mean_wait_s']:>11.0f}" if timed else ""))
     return "\n".join(lines)
+
+
+def _share(shares: dict[str, float], level: str | None) -> str:
+    v = shares.get(level) if level else None
+    return "-" if v is None else f"{v:.0%}"
 
 
 def finish_allocation_plot(fig, ax, timed: bool, title: str, path, fill_xlabel: str, verb: str) -> None:

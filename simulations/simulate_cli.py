@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "departures; the default with --preemption), dynamo (synthetic Dynamo mix), or a path to an "
                         "openb-format pod CSV")
     s.add_argument("--limit", type=int, help="use only the first N pods / gangs")
+    s.add_argument("--arrival-rate", type=float, default=0.05, metavar="PER_S",
+                   help="--workload dynamo: Poisson arrivals per second (default 0.05)")
+    s.add_argument("--mean-duration", type=float, default=3600.0, metavar="S",
+                   help="--workload dynamo: mean lifetime in seconds, exponential (default 3600)")
     s.add_argument("--node-stride", type=int, default=1, metavar="K",
                    help="with --cluster openb: keep every K-th node of the node list (ordered by GPU model, GPU count, "
                         "name, as the overlay orders them), a cluster 1/K the size with the same mix of nodes; the "
@@ -152,7 +156,10 @@ def simulation_inputs(args: argparse.Namespace):
 
         base = snapshot_from_spec(load_cluster_spec(Path(args.cluster)))
     if args.workload == "dynamo":
-        arrivals, timed = dynamo_mix(args.limit or 600, args.seed), True
+        rate, life = getattr(args, "arrival_rate", 0.05), getattr(args, "mean_duration", 3600.0)
+        if rate <= 0 or life <= 0:
+            raise ValueError(f"--arrival-rate and --mean-duration must be > 0 (got {rate:g} and {life:g})")
+        arrivals, timed = dynamo_mix(args.limit or 600, args.seed, rate, life), True
     else:
         arrivals, timed = openb_pods(data_file(args.workload), args.limit)
     return base, arrivals, timed
@@ -181,7 +188,7 @@ def thinned_node_list(src: Path, stride: int, dest: Path) -> Path:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from scheduler.placement import all_policies
-    from simulations.placement_sim import plots, run_all, table
+    from simulations.placement_sim import plots, run_all, table, with_common_share
     from simulations.workloads import ATTRIBUTION
 
     try:
@@ -219,7 +226,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
            "hosts": len(base.hosts), "gpus": total, "mode": "timed" if timed else "fill", "seed": args.seed,
            "notes": ("openb fractional GPUs count as one whole GPU; gpu_spec is ignored" if src else ""),
            "attribution": ATTRIBUTION.get(src, "") if src else "",
-           "results": [r.summary() for r in results]}
+           "results": with_common_share([r.summary() for r in results])}
     return _write_report(args, out, f"placement-{workload}", t0, f"plots: {', '.join(str(p) for p in pngs)}")
 
 
@@ -301,8 +308,13 @@ def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> 
                               until=until) for name, p in twins.items()}
     results = run_scenario(base, arrivals, timed, opts, say=lambda m: print(m, file=sys.stderr, flush=True),
                            progress=progress)
+    from simulations.placement_sim import with_common_share
+
     offline_summary = {k: v.summary() for k, v in offline.items()}
     print(kwok_table(results, offline_summary, timed))
+    # one-domain share over the gangs every real scheduler placed (and every offline model): the same gangs each
+    real_summary = with_common_share([r.summary() for r in results])
+    offline_summary = dict(zip(offline_summary, with_common_share(list(offline_summary.values()))))
     args.output.mkdir(parents=True, exist_ok=True)
     png = kwok_plot(results, offline, timed, args.output / f"kwok-{workload}.png",
                     f"{workload} on {cluster}: API server vs offline")
@@ -313,7 +325,7 @@ def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> 
            "real": "API server rows are the real systems (kube-scheduler, Clique, Kueue v0.17.0 on the local "
                    "control plane); offline rows are models",
            "attribution": ATTRIBUTION.get(src, "") if src else "",
-           "results": [r.summary() for r in results], "offline": list(offline_summary.values())}
+           "results": real_summary, "offline": list(offline_summary.values())}
     (args.output / f"kwok-{workload}.json").write_text(json.dumps(out, indent=1))
     print(f"[kwok] {time.monotonic() - t0:.0f}s; plot: {png}", file=sys.stderr)
     if args.json:

@@ -6,6 +6,10 @@ kube-scheduler metric names and labels: k8s.io/kubernetes v1.37.2 pkg/scheduler/
 scheduling_algorithm_duration_seconds (no labels),
 framework_extension_point_duration_seconds{extension_point,status,profile}, batch_attempts_total{profile,result}
 (OpportunisticBatching, beta and on by default since 1.35: pkg/features/kube_features.go).
+kube-apiserver's (k8s.io/apiserver v0.37.2): apiserver_request_total and apiserver_request_duration_seconds
+{verb,dry_run,group,version,resource,subresource,scope,component} (pkg/endpoints/metrics/metrics.go),
+apiserver_admission_webhook_admission_duration_seconds{name,type,operation,rejected}
+(pkg/admission/metrics/metrics.go).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 WANTED = ("scheduler_schedule_attempts_total", "scheduler_scheduling_attempt_duration_seconds_sum",
           "scheduler_scheduling_attempt_duration_seconds_count", "scheduler_scheduling_algorithm_duration_seconds_sum", "scheduler_framework_extension_point_duration_seconds_sum",
           "scheduler_batch_attempts_total", "clique_extender_request_seconds_sum", "clique_extender_request_seconds_count",
-          "clique_extender_filter_calls_total", "apiserver_request_total")
+          "clique_extender_filter_calls_total", "apiserver_request_total", "apiserver_request_duration_seconds_sum",
+          "apiserver_admission_webhook_admission_duration_seconds_sum")
 
 
 def parse_prometheus(text: str, wanted: tuple[str, ...] = WANTED) -> Series:
@@ -136,13 +141,28 @@ def breakdown(before: Sample, after: Sample, scheduler: str, profile: str, pods:
     }
     api = delta(after.metrics.get("apiserver", {}), before.metrics.get("apiserver", {}))
     writes: dict[str, float] = {}
+    reads: dict[str, float] = {}
+    seconds: dict[str, float] = {}  # time inside kube-apiserver per (verb, resource): where its CPU likely goes
+    webhook_s = 0.0
     for (name, ls), v in api.items():
         d = dict(ls)
-        if name == "apiserver_request_total" and d.get("verb") not in ("GET", "LIST", "WATCH") and v > 0:
-            what = f"{d.get('verb')} {d.get('resource')}{'/' + d['subresource'] if d.get('subresource') else ''}"
-            writes[what] = writes.get(what, 0.0) + v
+        what = f"{d.get('verb')} {d.get('resource')}{'/' + d['subresource'] if d.get('subresource') else ''}"
+        if name == "apiserver_request_total" and v > 0 and d.get("verb") != "WATCH":
+            into = reads if d.get("verb") in ("GET", "LIST") else writes
+            into[what] = into.get(what, 0.0) + v
+        elif name == "apiserver_request_duration_seconds_sum" and v > 0 and d.get("verb") != "WATCH":
+            seconds[what] = seconds.get(what, 0.0) + v
+        elif name == "apiserver_admission_webhook_admission_duration_seconds_sum" and v > 0:
+            webhook_s += v
     if writes:
         row["api_writes_per_pod"] = {k: round(v / n, 2) for k, v in sorted(writes.items()) if v / n >= 0.01}
+    if reads:
+        row["api_reads_per_pod"] = {k: round(v / n, 2) for k, v in sorted(reads.items()) if v / n >= 0.01}
+    if seconds:
+        row["api_ms_per_pod"] = {k: round(1000 * v / n, 2) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])
+                                 if 1000 * v / n >= 0.05}
+    if webhook_s:
+        row["webhook_ms_per_pod"] = round(1000 * webhook_s / n, 2)
     verbs = by_label(ext, "clique_extender_request_seconds_sum", "verb")
     if verbs:
         calls = by_label(ext, "clique_extender_request_seconds_count", "verb")

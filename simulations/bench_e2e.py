@@ -320,7 +320,8 @@ def cmd_bench_e2e(args: argparse.Namespace) -> int:
         print(f"#   CPU ms/pod {b['cpu_ms_per_pod']} (all cores busy {b['cpu_busy_share']:.0%})"
               + (f"; extender ms/pod {b['extender_ms_per_pod']}, calls/pod {b['extender_calls_per_pod']}, "
                  f"filter scope/pod {b['filter_scope_per_pod']}" if "extender_ms_per_pod" in b else ""))
-        print(f"#   API writes/pod {b.get('api_writes_per_pod')}")
+        print(f"#   API writes/pod {b.get('api_writes_per_pod')}, reads/pod {b.get('api_reads_per_pod')}")
+        print(f"#   kube-apiserver ms/pod {b.get('api_ms_per_pod')}, admission webhooks ms/pod {b.get('webhook_ms_per_pod')}")
     by = {r["scheduler"]: r["pods_per_s"] for r in rows}
     if "stock" in by and "clique" in by:
         print(f"# {time.perf_counter() - started:.0f}s; Clique at {by['clique'] / max(by['stock'], 1e-9):.0%} "

@@ -71,6 +71,11 @@ class GangRef:
         return f"{self.namespace}/{self.source}/{self.name}"
 
 
+def is_single_key(key: str) -> bool:
+    """Whether a GangRef.key is that of a pod that is a gang of its own ("<namespace>/single/<pod name>")."""
+    return key.split("/", 2)[1:2] == ["single"]
+
+
 def _meta(pod: Mapping[str, Any]) -> tuple[str, str, dict, dict]:
     md = pod.get("metadata") or {}
     return md.get("namespace") or "default", md.get("name") or "", md.get("labels") or {}, md.get("annotations") or {}

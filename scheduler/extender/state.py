@@ -93,7 +93,9 @@ class ClusterState:
         self.watches = {"nodes": 0, "pods": 0}  # watch streams opened (the first, and every resume or relist)
         # Kept up to date on every event, so planning never scans all pods:
         self.usage: dict[str, list[int]] = {}  # node -> [gpus, cpu_millis, memory, pods] of bound pods
-        self._contrib: dict[str, tuple[str, tuple[int, int, int, int]]] = {}  # pod key -> (node, its request)
+        # pod key -> its node and request, as a VictimPod: the same object the victim index holds for a live pod
+        # (one 56-byte object a bound pod, not that and a (node, request) tuple as well)
+        self._contrib: dict[str, VictimPod] = {}
         # gang key -> pod keys: a 1-tuple while the gang has one pod (most pods are gangs of one: 48 bytes, not a
         # 216-byte set), a set from two; a gang with no pod left has no entry
         self.gang_index: dict[str, tuple[str] | set[str]] = {}
@@ -117,7 +119,7 @@ class ClusterState:
         # victim index (gang preemption): unit id -> {pod key: (priority, VictimPod)} of bound, live pods
         # (a unit of one pod, not a gang: that pod's (priority, VictimPod) itself)
         self._victims: dict[str, dict[str, tuple[int, VictimPod]] | tuple[int, VictimPod]] = {}
-        self._victim_unit_of: dict[str, str] = {}  # pod key -> its unit id
+        self._victim_unit_of: dict[str, str] = {}  # pod key -> its gang's unit id (a one-pod unit: no entry)
         self._victim_cache: dict[str, VictimUnit] = {}  # unit id -> its VictimUnit (dropped when it changes)
         self._victim_order: list[str] | None = None  # unit ids sorted (None: rebuild)
         self._bound_priorities: dict[int, int] = {}  # priority -> bound live pods with it
@@ -247,9 +249,9 @@ class ClusterState:
         # usage: take the old contribution out, put the new one in
         old = self._contrib.pop(key, None)
         if old is not None:
-            self._touch(old[0])
-            acc = self.usage[old[0]]
-            for i, v in enumerate(old[1]):
+            self._touch(old.host)
+            acc = self.usage[old.host]
+            for i, v in enumerate(old.request):
                 acc[i] -= v
         node = (obj.get("spec") or {}).get("nodeName")
         ref = None if gone else self.recognize(obj)
@@ -261,9 +263,10 @@ class ClusterState:
                 req = self._requests.setdefault(req, req)
             else:
                 req = self._requests.get(req, req)
+            vp = VictimPod(key, node, req)
             if not md.get("deletionTimestamp"):
-                self._index_victim(key, obj, node, req, ref)
-            self._contrib[key] = (node, req)
+                self._index_victim(key, obj, vp, ref)
+            self._contrib[key] = vp
             self._touch(node)
             acc = self.usage.setdefault(node, [0, 0, 0, 0])
             for i, v in enumerate(req):
@@ -299,30 +302,32 @@ class ClusterState:
         self.version += 1
 
     # ------------------------------------------------------------------ victim index
-    def _index_victim(self, key: str, obj: dict, node: str, req: tuple[int, int, int, int], ref: Any) -> None:
+    def _index_victim(self, key: str, obj: dict, vp: VictimPod, ref: Any) -> None:
         prio = (obj.get("spec") or {}).get("priority")
         prio = prio if isinstance(prio, int) else 0  # the Priority admission plugin's default without a class
         single = getattr(ref, "source", "single") == "single"
         unit = key if single else ref.key
-        entry = (prio, VictimPod(key, node, req))
-        if single:  # a unit of one pod (most of them) keeps its entry itself, not a dict of one
+        entry = (prio, vp)
+        if single:  # a unit of one pod (most of them) keeps its entry itself under the pod's key, not a dict of one
             if unit not in self._victims:
                 self._victim_order = None
             self._victims[unit] = entry
-        else:
+        else:  # a gang's unit id is its gang key ("ns/source/name"), never a pod key ("ns/name")
             pods = self._victims.get(unit)
             if not isinstance(pods, dict):
                 pods = self._victims[unit] = {}
                 self._victim_order = None
             pods[key] = entry
-        self._victim_unit_of[key] = unit
+            self._victim_unit_of[key] = unit
         self._victim_cache.pop(unit, None)
         self._bound_priorities[prio] = self._bound_priorities.get(prio, 0) + 1
 
     def _unindex_victim(self, key: str) -> None:
         unit = self._victim_unit_of.pop(key, None)
         if unit is None:
-            return
+            if not isinstance(self._victims.get(key), tuple):
+                return  # not in the index
+            unit = key  # a unit of one pod
         pods = self._victims[unit]
         if isinstance(pods, dict):
             prio, _ = pods.pop(key)

@@ -22,8 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from ortools.sat.python import cp_model
-
+from scheduler.placement import cpsat  # OR-Tools' cp_model API without its pandas import
 from scheduler.placement.capacity import GangCapacity, Resources, fits
 from scheduler.placement.types import Assignment, Gang, Snapshot
 
@@ -79,16 +78,16 @@ def solve_exact(snapshot: Snapshot, gang: Gang, cap: GangCapacity, hosts: Sequen
             c.hosts.append(h)
     cls = list(classes.values())
 
-    m = cp_model.CpModel()
+    m = cpsat.CpModel()
     # phase b: variables
-    z: dict[tuple[int, tuple[int, ...]], cp_model.IntVar] = {}
-    used: list[cp_model.IntVar] = []
+    z: dict[tuple[int, tuple[int, ...]], cpsat.IntVar] = {}
+    used: list[cpsat.IntVar] = []
     for ci, c in enumerate(cls):
         pats = _patterns(c.free, gang, cap.slots[c.hosts[0]])
         for p in pats:
             z[ci, p] = m.new_int_var(0, len(c.hosts), f"z_{ci}_{'_'.join(map(str, p))}")
         used.append(m.new_bool_var(f"used_{ci}"))
-    domain_vars: list[dict[tuple[str, ...], cp_model.IntVar]] = [{} for _ in range(nlevels)]
+    domain_vars: list[dict[tuple[str, ...], cpsat.IntVar]] = [{} for _ in range(nlevels)]
     for c in cls:
         for lv in range(nlevels):
             key = c.path[: lv + 1]
@@ -98,7 +97,7 @@ def solve_exact(snapshot: Snapshot, gang: Gang, cap: GangCapacity, hosts: Sequen
     # phase c: constraints
     for ri, role in enumerate(gang.roles):
         m.add(sum(v * p[ri] for (ci, p), v in z.items()) == role.pods)
-    by_class: dict[int, list[cp_model.IntVar]] = {}
+    by_class: dict[int, list[cpsat.IntVar]] = {}
     for (ci, _), v in z.items():
         by_class.setdefault(ci, []).append(v)
     hosts_used_terms = []
@@ -158,7 +157,7 @@ def solve_exact(snapshot: Snapshot, gang: Gang, cap: GangCapacity, hosts: Sequen
               <= sum(w * n for w, n in zip(weights, upper_bound[:-1])) + w_host * upper_bound[-1])
 
     # phase e: solve
-    solver = cp_model.CpSolver()
+    solver = cpsat.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
     if time_budget_s is not None:
@@ -171,8 +170,8 @@ def solve_exact(snapshot: Snapshot, gang: Gang, cap: GangCapacity, hosts: Sequen
     status = solver.solve(m)
     wall_ms = (time.perf_counter() - started) * 1000
     name = solver.status_name(status)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return ExactResult(None, None, status == cp_model.INFEASIBLE, wall_ms, name)
+    if status not in (cpsat.OPTIMAL, cpsat.FEASIBLE):
+        return ExactResult(None, None, status == cpsat.INFEASIBLE, wall_ms, name)
 
     # phase f: read the plan back, hosts of a class in name order
     pods_left = {r.name: list(range(r.pods)) for r in gang.roles}
@@ -188,4 +187,4 @@ def solve_exact(snapshot: Snapshot, gang: Gang, cap: GangCapacity, hosts: Sequen
                         out.append(Assignment(role, pods_left[role].pop(0), h))
     out.sort(key=lambda a: (a.role, a.index))
     cost = (*topo.domains_used({a.host for a in out}), len({a.host for a in out}))
-    return ExactResult(out, cost, status == cp_model.OPTIMAL, wall_ms, name)
+    return ExactResult(out, cost, status == cpsat.OPTIMAL, wall_ms, name)

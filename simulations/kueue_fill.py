@@ -41,11 +41,11 @@ reservations that arrive in the second after it (`reserved_after_signal`) so tha
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from simulations.controlplane.watching import WatchThread
 
 QUEUE = "tas"  # the LocalQueue of the scenario's namespace
 # pkg/workload/workload.go UnsetQuotaReservationWithCondition is called with this reason by requeueAndUpdate
@@ -127,7 +127,7 @@ def queues_for(namespace: str, level_labels: Sequence[str], allocatable: Mapping
                      name=f"{namespace}-tas", local_queue=QUEUE)
 
 
-class WorkloadObserver:
+class WorkloadObserver(WatchThread):
     """Watches the Workloads of one namespace (raw JSON, one thread) and reports, in the order the API server
     shows them: `on_reserved(pods)` when a Workload gets its reservation, `on_rejected(pods, verdict, reserved)`
     the first time one is rejected (`reserved`: the pods of every Workload holding a reservation just then)."""
@@ -142,17 +142,7 @@ class WorkloadObserver:
         self.first_rejection_at: float | None = None
         self.reserved_after_signal = 0  # reservations that arrived within 1 s after the first rejection
         self.verdicts: dict[str, Verdict] = {}
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="workload-observer", daemon=True)
-
-    def start(self) -> "WorkloadObserver":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=70)
+        super().__init__("workload-observer")
 
     def _run(self) -> None:
         from kubernetes import client

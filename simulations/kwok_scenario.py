@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 
 from scheduler.extender.service import GANG_INCOMPLETE
 from scheduler.placement.types import Gang, Snapshot
+from simulations.controlplane.watching import WatchThread
 from simulations.workloads import Arrival
 from topology.spec import GPU_RESOURCE, HostSpec
 
@@ -147,7 +148,7 @@ class FirstFailure:
     bound_pods: int = 0  # pods bound when the signal arrived
 
 
-class PodObserver:
+class PodObserver(WatchThread):
     """Watches the scenario's pods (raw JSON, one thread) and keeps what the API server says: which pods are bound
     where, GPUs bound per node, the first PodScheduled=False. Events go to `events` for the driver."""
 
@@ -159,18 +160,8 @@ class PodObserver:
         self.bound_gpus = 0
         self.first_failure: FirstFailure | None = None
         self.events: queue.Queue = queue.Queue()
-        self.errors: list[str] = []
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="pod-observer", daemon=True)
-
-    def start(self) -> "PodObserver":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=70)
+        super().__init__("pod-observer")
 
     def pending(self) -> bool:
         """Some pod was rejected and is still waiting (neither bound nor deleted)."""

@@ -55,3 +55,24 @@ def list_and_watch(list_once: Callable[[], dict], watch_from: Callable[[str], An
             log.warning("%s watch failed (%s); retrying", what, exc)
             rv = None
             time.sleep(0.5)
+
+
+class WatchThread:
+    """A background observer: `_run` (the subclass's list_and_watch over its resource) in a daemon thread, with
+    the stop event and the error list that list_and_watch takes. `start()` returns the observer."""
+
+    def __init__(self, name: str) -> None:
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self):  # noqa: ANN201 - the subclass itself, for `obs = Observer(...).start()`
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=70)  # a watch's timeout_seconds is 5: it sees the stop within that

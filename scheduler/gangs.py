@@ -82,11 +82,13 @@ def _meta(pod: Mapping[str, Any]) -> tuple[str, str, dict, dict]:
 
 
 def _int(value: Any) -> int | None:
-    try:
-        n = int(str(value))
-    except (TypeError, ValueError):
+    """A size as written in a label or annotation: 1 to 18 decimal digits, above zero (else None). Strict, so the
+    routing policy's CEL (extender/routing_policy.py) can say the same; int() would also take ' 4', '+4', '4_0'."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value > 0 else None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,18}", value):
         return None
-    return n if n > 0 else None
+    return int(value) or None
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@ Side effects: starts a local control plane (with the workload-aware alpha gates 
 
     stock          the default kube-scheduler, no extender; the gangs' pods are plain pods
     clique         the second kube-scheduler (profile clique-scheduler) calling Clique's extender; the namespace
-                   opted in to the webhook, so gangs are gated, planned once complete and pinned (pinning.py)
-    clique-template  no webhook: the pods carry the gate clique.dev/placement from their template
+                   opted in to the shipped routing policy (a MutatingAdmissionPolicy, manifests/routing/), so
+                   gangs are gated, planned once complete and pinned (pinning.py)
+    clique-webhook the same through the routing webhook instead (manifests/scheduler/webhook.yaml, for clusters
+                   before 1.36), selecting this one namespace by name
+    clique-template  no admission at all: the pods carry the gate clique.dev/placement from their template
     clique-filter  no webhook and no gate: every pod goes through the per-pod filter path
     kube-workload  the default kube-scheduler with Kubernetes' own gang + topology scheduling: a PodGroup per
                    gang (scheduling.k8s.io/v1beta1, gang minCount, topology key nvidia.com/gpu.clique);
@@ -29,12 +32,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from simulations.controlplane.webhook import OPT_IN  # the namespace label the shipped webhook selects
+from simulations.controlplane.webhook import OPT_IN  # the namespace label the shipped policy and webhook select
 
 NVL = "nvidia.com/gpu.clique"
 GANG = 4
 DOMAIN_HOSTS = 16
-MODES = ("stock", "clique", "clique-template", "clique-filter", "kube-workload")
+MODES = ("stock", "clique", "clique-webhook", "clique-template", "clique-filter", "kube-workload")
+WEBHOOK_NS = "bench-clique-webhook"
 ALL_MODES = (*MODES, "kueue-tas")
 KUEUE_QUEUE = "tas"  # the LocalQueue of the kueue-tas namespace
 
@@ -88,7 +92,7 @@ def run(nodes: int, timeout_s: float, say=print, modes: tuple[str, ...] = MODES,
         ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log", preset="gb200-nvl72",
                                    webhook_port=webhook_port, webhook_cert_dir=cp.workdir / "webhook-tls")
         try:
-            register_webhook(api, webhook_port, ca)
+            register_routing(cp, api, webhook_port, ca)
             cp.start_scheduler(clique_scheduler_config(port), name="clique-scheduler")
             probe = Probe(cp, api, ext.pid, port)
             gangs = max(1, nodes // (2 * GANG))
@@ -102,28 +106,38 @@ def run(nodes: int, timeout_s: float, say=print, modes: tuple[str, ...] = MODES,
     return rows
 
 
-def register_webhook(api, port: int, ca: bytes, timeout_s: float = 60) -> None:
-    """The shipped MutatingWebhookConfiguration, calling the extender's webhook on 127.0.0.1; waits until the API
-    server applies it (a dry-run pod in an opted-in namespace comes out gated). The control plane goes away
-    with the benchmark, the configuration with it."""
+def register_routing(cp, api, port: int, ca: bytes, timeout_s: float = 60) -> None:
+    """The shipped routing policy and binding, and the shipped MutatingWebhookConfiguration calling the extender's
+    webhook on 127.0.0.1 with its namespaceSelector narrowed to WEBHOOK_NS (which does not carry the opt-in label),
+    so each clique mode is routed one way only; waits until the API server applies both (a dry-run pod comes out
+    gated). The control plane goes away with the benchmark, these objects with it."""
     from kubernetes import client
 
-    from simulations.controlplane.webhook import webhook_configuration
+    from simulations.controlplane.webhook import routing_objects, webhook_configuration
 
-    client.AdmissionregistrationV1Api(api).create_mutating_webhook_configuration(webhook_configuration(port, ca))
+    admission = client.AdmissionregistrationV1Api(api)
+    policy, binding = routing_objects()
+    admission.create_mutating_admission_policy(policy)
+    admission.create_mutating_admission_policy_binding(binding)
+    hook = webhook_configuration(port, ca)
+    hook["webhooks"][0]["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": WEBHOOK_NS}}
+    admission.create_mutating_webhook_configuration(hook)
     core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": "bench-webhook-probe", "labels": OPT_IN}})
+    for ns in ("bench-routing-probe", WEBHOOK_NS):
+        cp.create_namespace(ns)
+    core.patch_namespace("bench-routing-probe", {"metadata": {"labels": OPT_IN}})
     probe = _pod("probe", "probe", "clique-scheduler", "clique")
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        try:
-            made = core.create_namespaced_pod("bench-webhook-probe", probe, dry_run="All")
-            if made.spec.scheduling_gates:
-                return
-        except Exception:  # noqa: BLE001 - the webhook's port may not listen yet
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the extender's admission webhook on 127.0.0.1:{port} did not take effect in {timeout_s}s")
+    for ns, how in (("bench-routing-probe", "routing policy"), (WEBHOOK_NS, f"admission webhook on 127.0.0.1:{port}")):
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                if core.create_namespaced_pod(ns, probe, dry_run="All").spec.scheduling_gates:
+                    break
+            except Exception:  # noqa: BLE001 - the webhook's port may not listen yet
+                pass
+            if time.monotonic() > end:
+                raise RuntimeError(f"the {how} did not take effect in {timeout_s}s")
+            time.sleep(0.5)
 
 
 class Probe:
@@ -204,7 +218,8 @@ def _phase(cp, core, custom, probe: Probe, mode: str, scheduler: str, gangs: int
     from simulations.bench_breakdown import breakdown
 
     ns = f"bench-{mode}"
-    cp.create_namespace(ns)
+    if ns != WEBHOOK_NS:  # made by register_routing
+        cp.create_namespace(ns)
     if mode == "clique":
         core.patch_namespace(ns, {"metadata": {"labels": OPT_IN}})
     if mode == "kueue-tas":

@@ -50,7 +50,10 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     from simulations.bench_chaos import register_bench as chaos
     from simulations.bench_e2e import register_bench as e2e
 
+    from simulations.bench_admission import register_bench as admission
+
     e2e(bench_sub)
+    admission(bench_sub)
     chaos(bench_sub)
     from simulations.kueue_check import register_bench as kueue_models
 

@@ -43,6 +43,7 @@ UNIQUE = {("metadata", "name"), ("metadata", "uid"), ("metadata", "creationTimes
 SHARED = {("metadata", "labels"), ("metadata", "annotations"), ("status", "conditions"), ("metadata", "ownerReferences"), ("spec", "nodeSelector"),
           ("spec", "affinity"), ("spec", "tolerations"), ("spec", "schedulingGates"), ("spec", "schedulingGroup"),
           ("spec", "containers"), ("spec", "initContainers")}
+_MISSING: Any = object()  # no previous part to compare with
 MAX_SHARED = 50_000  # distinct shared parts remembered; past that the table starts over (sharing is only a saving)
 
 
@@ -78,10 +79,19 @@ class Slimmer:
 
     def __init__(self) -> None:
         self._shared: dict[bytes, Any] = {}
+        self._last: dict[tuple[str, str], Any] = {}  # field -> the part last shared for it
 
-    def _share(self, value: Any) -> Any:
+    def _share(self, value: Any, field: tuple[str, str], previous: Any = _MISSING) -> Any:
+        """The shared copy of `value`. Most events repeat a part the state already holds: the same pod's previous
+        version (a MODIFIED event), or the pod of the same template seen just before (its gang's next member);
+        those are found by equality (C speed, the part's types fixed by the API schema), not by hashing its JSON."""
         if not isinstance(value, (dict, list)):
             return fresh(value)
+        if previous is not _MISSING and previous == value:
+            return previous
+        last = self._last.get(field, _MISSING)
+        if last is not _MISSING and last == value:
+            return last
         try:  # a 128-bit digest of the canonical JSON names the part (cheaper to keep than the text)
             key = hashlib.blake2b(json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8", "surrogatepass"),
                                   digest_size=16).digest()
@@ -92,17 +102,20 @@ class Slimmer:
             if len(self._shared) >= MAX_SHARED:
                 self._shared.clear()
             found = self._shared[key] = fresh(value)
+        self._last[field] = found
         return found
 
-    def _part(self, obj: Any, section: str, keys: tuple[str, ...]) -> Any:
+    def _part(self, obj: Any, section: str, keys: tuple[str, ...], previous: Any = None) -> Any:
         if not isinstance(obj, dict):
             return obj
+        previous = previous if isinstance(previous, dict) else {}
         out = {}
         for k in keys:
             if k in obj:
                 v = obj[k]
                 if (section, k) in SHARED:
-                    v = self._share(self._containers(v) if k in ("containers", "initContainers") else v)
+                    v = self._share(self._containers(v) if k in ("containers", "initContainers") else v, (section, k),
+                                    previous.get(k, _MISSING))
                 else:
                     v = copy_str(v) if (section, k) in UNIQUE else fresh(v)
                 out[sys.intern(k)] = v
@@ -114,20 +127,26 @@ class Slimmer:
             return value
         return [{k: c[k] for k in CONTAINER if k in c} if isinstance(c, dict) else c for c in value]
 
-    def pod(self, pod: Mapping[str, Any]) -> dict[str, Any]:
+    def pod(self, pod: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The slim pod; `previous`: the slim version of the same pod the state holds, whose shared parts are
+        reused where they did not change."""
+        previous = previous or {}
         out: dict[str, Any] = {k: fresh(v) for k, v in pod.items() if k in ("apiVersion", "kind")}
         if "metadata" in pod:
-            out["metadata"] = self._part(pod["metadata"], "metadata", METADATA)
+            out["metadata"] = self._part(pod["metadata"], "metadata", METADATA, previous.get("metadata"))
         if "spec" in pod:
-            out["spec"] = self._part(pod["spec"], "spec", SPEC)
+            out["spec"] = self._part(pod["spec"], "spec", SPEC, previous.get("spec"))
         if "status" in pod:
             status = pod["status"]
-            slim = self._part(status, "status", STATUS)
+            before = previous.get("status")
+            slim = self._part(status, "status", STATUS, before)
             if isinstance(status, dict) and isinstance(slim, dict) and "conditions" in status:
                 conds = status["conditions"]
                 slim["conditions"] = self._share([{k: c[k] for k in CONDITION if k in c} for c in conds
                                                   if isinstance(c, dict) and c.get("type") in CONDITIONS]
-                                                 if isinstance(conds, list) else conds)
+                                                 if isinstance(conds, list) else conds, ("status", "conditions"),
+                                                 before.get("conditions", _MISSING) if isinstance(before, dict)
+                                                 else _MISSING)
             out["status"] = slim
         return out
 

@@ -286,7 +286,7 @@ class ClusterState:
             if self.pods.pop(key, None) is not None and self.on_pod_gone is not None:
                 self.on_pod_gone(obj)
         else:
-            self.pods[key] = obj if slimmed else self._slim.pod(obj)
+            self.pods[key] = obj if slimmed else self._slim.pod(obj, self.pods.get(key))
             gang = ref.key  # recognised once above
             self._gang_of[key] = gang
             members = self.gang_index.get(gang)

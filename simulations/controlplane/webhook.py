@@ -1,7 +1,9 @@
-"""The shipped MutatingWebhookConfiguration (manifests/scheduler/webhook.yaml) pointed at an extender's webhook on
-127.0.0.1 (a `url` and caBundle in place of the in-cluster Service), for the benchmarks, the demo and the tests;
-and `create_or_replace`, which installs the upstream webhook configurations of the controllers the harness runs
-(LWS, Kueue). Side effects: `registered` creates the configuration and deletes it on exit."""
+"""How pods reach Clique on the local control plane, as shipped: the routing MutatingAdmissionPolicy and its binding
+(manifests/routing/routing-policy.yaml, `policy_registered`), or the MutatingWebhookConfiguration
+(manifests/scheduler/webhook.yaml, for clusters before 1.36) pointed at an extender's webhook on 127.0.0.1 (a `url`
+and caBundle in place of the in-cluster Service), for the benchmarks, the demo and the tests; and
+`create_or_replace`, which installs the upstream webhook configurations of the controllers the harness runs
+(LWS, Kueue). Side effects: `registered` and `policy_registered` create the objects and delete them on exit."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any, Iterator
 import yaml
 
 WEBHOOK_MANIFEST = Path(__file__).parents[2] / "manifests" / "scheduler" / "webhook.yaml"
+POLICY_MANIFEST = Path(__file__).parents[2] / "manifests" / "routing" / "routing-policy.yaml"
 OPT_IN = {"clique.dev/scheduler": "enabled"}  # the shipped namespaceSelector
 
 
@@ -43,6 +46,43 @@ def registered(api: Any, port: int, ca: bytes, name: str | None = None) -> Itera
     finally:
         try:
             admission.delete_mutating_webhook_configuration(config["metadata"]["name"])
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def routing_objects(name: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The shipped policy and binding (the manifest's text), renamed to `name` if given."""
+    docs = {d["kind"]: d for d in yaml.safe_load_all(POLICY_MANIFEST.read_text()) if d}
+    policy, binding = docs["MutatingAdmissionPolicy"], docs["MutatingAdmissionPolicyBinding"]
+    if name:
+        policy["metadata"], binding["metadata"] = {"name": name}, {"name": name}
+        binding["spec"]["policyName"] = name
+    return policy, binding
+
+
+@contextmanager
+def policy_registered(api: Any, name: str | None = None) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Create the routing policy and its binding for the duration of the block (gone already at exit is fine)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    admission = client.AdmissionregistrationV1Api(api)
+    policy, binding = routing_objects(name)
+    admission.create_mutating_admission_policy(policy)
+    try:
+        admission.create_mutating_admission_policy_binding(binding)
+        try:
+            yield policy, binding
+        finally:
+            try:
+                admission.delete_mutating_admission_policy_binding(binding["metadata"]["name"])
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+    finally:
+        try:
+            admission.delete_mutating_admission_policy(policy["metadata"]["name"])
         except ApiException as exc:
             if exc.status != 404:
                 raise

@@ -25,29 +25,36 @@ def gpu_pod(name: str, gpus: int, scheduler: str = "default-scheduler", labels: 
 
 
 @contextmanager
-def opted_in_namespaces(control_plane, api, port: int, ca: bytes, prefix: str, probe_pod: dict,
+def opted_in_namespaces(control_plane, api, port: int | None, ca: bytes | None, prefix: str, probe_pod: dict,
                         scheduler: str = "clique-scheduler"):
-    """The shipped webhook configuration calling the extender's webhook on 127.0.0.1:PORT, a namespace labelled
-    clique.dev/scheduler=enabled and one without the label; yields (on, off) once a dry-run `probe_pod` in the
-    opted-in one comes out routed to `scheduler`. Everything is removed at the end."""
+    """A namespace labelled clique.dev/scheduler=enabled and one without the label, pods reaching Clique as shipped:
+    through the routing MutatingAdmissionPolicy (manifests/routing/) when `port` is None, else through the
+    shipped webhook configuration calling the extender's webhook on 127.0.0.1:PORT (trusting `ca`). Yields (on,
+    off) once a dry-run `probe_pod` in the opted-in one comes out routed to `scheduler`. Everything is removed at
+    the end."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     from simulations.controlplane.processes import port_open
-    from simulations.controlplane.webhook import OPT_IN, registered
+    from simulations.controlplane.webhook import OPT_IN, policy_registered, registered
 
     core = client.CoreV1Api(api)
     suffix = uuid.uuid4().hex[:5]
     on, off = f"{prefix}-on-{suffix}", f"{prefix}-off-{suffix}"
-    wait_for(lambda: port_open(port), 30, "the extender's webhook port")
-    with registered(api, port, ca, name=f"clique-scheduler-{prefix}-{suffix}"):
+    name = f"clique-scheduler-{prefix}-{suffix}"
+    if port is None:
+        routing = policy_registered(api, name=name)
+    else:
+        wait_for(lambda: port_open(port), 30, "the extender's webhook port")
+        routing = registered(api, port, ca, name=name)
+    with routing:
         try:
             for ns in (on, off):
                 control_plane.create_namespace(ns)
             core.patch_namespace(on, {"metadata": {"labels": OPT_IN}})
-            # the API server picks new webhook configurations up within a moment
+            # the API server picks new webhook configurations and policies up within a moment
             wait_for(lambda: core.create_namespaced_pod(on, probe_pod, dry_run="All").spec.scheduler_name == scheduler,
-                     60, "the webhook to take effect in the opted-in namespace", interval_s=0.5)
+                     60, "routing to take effect in the opted-in namespace", interval_s=0.5)
             yield on, off
         finally:
             for ns in (on, off):

@@ -11,8 +11,8 @@ compares what they used with what their RBAC grants:
   JUSTIFIED with the reason (the same reason is a comment in the manifest).
 
 The run drives each component's main code paths: the extender filters and binds gangs of every kind it reads a size
-object for (clique.dev annotations, coscheduling and Volcano PodGroups, Grove PodGang through the opt-in webhook
-and its gate, the Workload API PodGroup, an LWS group), nominates, releases a gated gang pinned, tells an
+object for (clique.dev annotations, coscheduling and Volcano PodGroups, Grove PodGang through the shipped routing
+policy and its gate, the Workload API PodGroup, an LWS group), nominates, releases a gated gang pinned, tells an
 unschedulable gang why (Events), preempts a lower-priority domain through the Eviction API with a
 PodDisruptionBudget in place, and restarts a broken StatefulSet gang; the autoscaler reads scraped metrics, scales
 a StatefulSet, a Deployment and a LeaderWorkerSet through /scale, a DynamoGraphDeployment service by patching it and
@@ -56,6 +56,7 @@ SYSTEM = "clique-system"
 NVL = "nvidia.com/gpu.clique"
 SCHEDULER_SA, AUTOSCALER_SA, AGENT_SA = "clique-scheduler", "clique-autoscaler", "clique-agent"
 # the kinds applied for real; Deployments, the DaemonSet, Services and the webhook configuration are not run here
+# (the routing policy is registered from its manifest by opted_in_namespaces)
 APPLIED = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
            "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 LOW, HIGH = "clique-lp-low", "clique-lp-high"
@@ -254,7 +255,8 @@ def run(tmp_path_factory) -> Run:
                                                         bound_pod=(pod.metadata.name, pod.metadata.uid)))
         size_before = cp.audit_log.stat().st_size if cp.audit_log.exists() else 0
 
-        # the components, as the shipped Deployments and DaemonSet run them (webhook on, leader election on)
+        # the components, as the shipped Deployments and DaemonSet run them (webhook on, leader election on); pods
+        # are routed by the shipped routing policy (the webhook serves, but no configuration calls it)
         ca = mint_certs(work / "tls")
         hook_port = free_port()
         ext_proc, ext_port = start_extender(sched_kc, work / "extender.log", preset="gb200-nvl72", bind_timeout_s=8,
@@ -272,7 +274,7 @@ def run(tmp_path_factory) -> Run:
                                             lease_namespace=SYSTEM)
             procs.append(auto_proc)
             probe = _member("probe", "none", {"grove.io/podgang": "probe"}, scheduler="default-scheduler")
-            with opted_in_namespaces(cp, api, hook_port, ca.read_bytes(), "lp", probe) as (on, off):
+            with opted_in_namespaces(cp, api, None, None, "lp", probe) as (on, off):
                 _extender_paths(api, on, off, e, p)
                 _autoscaler_paths(api, as_ns)
                 for node in agent_nodes:
@@ -327,7 +329,7 @@ def _extender_paths(api, on: str, off: str, e: dict[str, str], p: dict[str, str]
     # reads the LWS for the workers' template (service.py _leader_first) every time, not only when it races them
     create_lws(api, lws_manifest("lws-e", size=2, replicas=1, gpus=8, namespace=off, scheduler_name="clique-scheduler",
                                  startup_policy="LeaderReady", node_selector={"clique.dev/pool": "lpe"}))
-    # the opt-in webhook routes and gates a Grove gang created with default-scheduler; the extender releases it pinned
+    # the routing policy routes and gates a Grove gang created with default-scheduler; the extender releases it pinned
     _custom(custom, "scheduler.grove.io", "v1alpha1", on, "podgangs", "PodGang", "grove", {"podgroups": [
         {"name": "grove-w", "minReplicas": 2,
          "podReferences": [{"namespace": on, "name": f"grove-{i}"} for i in range(2)]}]})

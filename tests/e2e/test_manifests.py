@@ -41,8 +41,15 @@ def test_base_manifests_apply_cleanly_with_server_side_dry_run(k8s):
     for expected in ("Deployment/clique-scheduler", "ConfigMap/clique-scheduler-config", "ClusterRole/clique:extender",
                      "Service/clique-scheduler-metrics", "ServiceAccount/clique-scheduler",
                      "Deployment/clique-autoscaler", "ClusterRole/clique:autoscaler", "Service/clique-autoscaler-metrics",
-                     "Service/clique-scheduler-webhook", "MutatingWebhookConfiguration/clique-scheduler"):
+                     "MutatingAdmissionPolicy/clique-scheduler-routing",
+                     "MutatingAdmissionPolicyBinding/clique-scheduler-routing"):
         assert expected in applied
+    assert not any(a.startswith("MutatingWebhookConfiguration/") for a in applied), "the webhook is for clusters < 1.36"
+
+
+def test_the_webhook_for_clusters_before_1_36_applies_cleanly_on_its_own(k8s):
+    docs = [d for d in yaml.safe_load_all((MANIFESTS / "scheduler" / "webhook.yaml").read_text()) if d]
+    assert dry_run_all(k8s, docs) == ["Service/clique-scheduler-webhook", "MutatingWebhookConfiguration/clique-scheduler"]
 
 
 def test_shipped_scheduler_configuration_is_accepted_by_kube_scheduler(control_plane, tmp_path):

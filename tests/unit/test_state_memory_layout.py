@@ -116,3 +116,27 @@ def test_gang_health_watches_gangs_never_pods_that_are_gangs_of_their_own():
     health.observe(touched)
     assert health.watched == {"d/clique/g1"}
     assert [is_single_key(k) for k in sorted(touched)] == [False, True, True]
+
+
+PART = st.sampled_from([None, {"a": "1"}, {"a": "2"}, {"a": "1", "b": "x"}])
+GATES = st.sampled_from([None, [], [{"name": "clique.dev/placement"}], [{"name": "other"}]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(PART, PART, GATES, st.sampled_from(["Pending", "Running"])), min_size=1, max_size=6))
+def test_a_pod_slimmed_against_its_previous_version_equals_one_slimmed_afresh(versions):
+    # the previous version's parts (and the last part shared) are reused only where equal: the result is the same
+    slimmer = Slimmer()
+    previous = None
+    for labels, annotations, gates, phase in versions:
+        pod = {"metadata": {"name": "p", "namespace": "ns", "uid": "u"}, "spec": {"containers": [{"name": "c"}]},
+               "status": {"phase": phase, "conditions": [{"type": "PodScheduled", "status": "False"}]}}
+        for part, key, value in (("metadata", "labels", labels), ("metadata", "annotations", annotations),
+                                 ("spec", "schedulingGates", gates)):
+            if value is not None:
+                pod[part][key] = copy.deepcopy(value)
+        slim = slimmer.pod(copy.deepcopy(pod), previous)
+        assert slim == Slimmer().pod(copy.deepcopy(pod))
+        if previous is not None and labels is not None and previous["metadata"].get("labels") == labels:
+            assert slim["metadata"]["labels"] is previous["metadata"]["labels"], "an unchanged part is reused"
+        previous = slim

@@ -36,7 +36,6 @@ def registered(api: Any, port: int, ca: bytes, name: str | None = None) -> Itera
     """Register the configuration with the API server for the duration of the block (an already deleted one is
     fine at exit)."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     admission = client.AdmissionregistrationV1Api(api)
     config = webhook_configuration(port, ca, name)
@@ -44,11 +43,18 @@ def registered(api: Any, port: int, ca: bytes, name: str | None = None) -> Itera
     try:
         yield config
     finally:
-        try:
-            admission.delete_mutating_webhook_configuration(config["metadata"]["name"])
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        _delete(admission.delete_mutating_webhook_configuration, config)
+
+
+def _delete(delete: Any, obj: dict[str, Any]) -> None:
+    """Delete a cluster-scoped object by its name; one already gone is fine."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        delete(obj["metadata"]["name"])
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
 
 
 def routing_objects(name: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -65,7 +71,6 @@ def routing_objects(name: str | None = None) -> tuple[dict[str, Any], dict[str, 
 def policy_registered(api: Any, name: str | None = None) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Create the routing policy and its binding for the duration of the block (gone already at exit is fine)."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     admission = client.AdmissionregistrationV1Api(api)
     policy, binding = routing_objects(name)
@@ -75,17 +80,9 @@ def policy_registered(api: Any, name: str | None = None) -> Iterator[tuple[dict[
         try:
             yield policy, binding
         finally:
-            try:
-                admission.delete_mutating_admission_policy_binding(binding["metadata"]["name"])
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            _delete(admission.delete_mutating_admission_policy_binding, binding)
     finally:
-        try:
-            admission.delete_mutating_admission_policy(policy["metadata"]["name"])
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        _delete(admission.delete_mutating_admission_policy, policy)
 
 
 def create_or_replace(api: Any, manifests: list[dict[str, Any]]) -> None:

@@ -14,13 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from scheduler import gangs
 from scheduler.extender import admission
 from scheduler.extender.pinning import GATE
-from simulations.controlplane.webhook import OPT_IN, policy_registered
-from tests.e2e.helpers import gpu_pod, wait_for
+from tests.e2e.helpers import gpu_pod, opted_in_namespaces
 
 OURS = "clique-scheduler"
 
@@ -28,25 +26,11 @@ OURS = "clique-scheduler"
 @pytest.fixture(scope="module")
 def routing(control_plane):
     api = control_plane.api_client()
-    core = client.CoreV1Api(api)
-    suffix = uuid.uuid4().hex[:5]
-    on, off = f"route-on-{suffix}", f"route-off-{suffix}"
-    try:
-        with policy_registered(api, name=f"clique-routing-{suffix}"):
-            for ns in (on, off):
-                control_plane.create_namespace(ns)
-            core.patch_namespace(on, {"metadata": {"labels": OPT_IN}})
-            probe = gpu_pod("probe", 8, labels={gangs.GROVE_PODGANG: "probe"})
-            # the API server picks new policies up within a moment
-            wait_for(lambda: core.create_namespaced_pod(on, probe, dry_run="All").spec.scheduler_name == OURS,
-                     60, "the routing policy to take effect in the opted-in namespace", interval_s=0.5)
-            yield {"core": core, "on": on, "off": off}
+    probe = gpu_pod("probe", 8, labels={gangs.GROVE_PODGANG: "probe"})
+    try:  # port None: the shipped policy, not the webhook
+        with opted_in_namespaces(control_plane, api, None, None, "route", probe) as (on, off):
+            yield {"core": client.CoreV1Api(api), "on": on, "off": off}
     finally:
-        for ns in (on, off):
-            try:
-                core.delete_namespace(ns)
-            except ApiException:
-                pass
         api.close()
 
 

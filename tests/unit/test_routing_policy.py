@@ -41,3 +41,16 @@ def test_a_gang_size_is_read_strictly_the_same_way_as_the_policy_does():
     for loose in (" 4", "+4", "4_0", "٤", "4.0", "", "0", "0000", "1" * 19):
         assert gangs._int(loose) is None, loose
     assert gangs._int("4") == 4 and gangs._int("007") == 7 and gangs._int(3) == 3 and gangs._int(True) is None
+
+
+def test_bench_admission_summary_takes_medians_and_the_cpu_routing_adds():
+    from simulations.bench_admission import summary
+
+    rows = [{"way": w, "creates_per_s": c, "apiserver_cpu_ms_per_pod": a, "extender_cpu_ms_per_pod": e}
+            for w, c, a, e in (("none", 300, 3.0, 0.0), ("none", 200, 2.0, 0.0), ("none", 250, 2.5, 0.1),
+                               ("policy", 210, 5.0, 0.0), ("policy", 190, 4.0, 0.0), ("policy", 200, 4.5, 0.0),
+                               ("webhook", 180, 4.4, 1.2), ("webhook", 190, 4.6, 1.0), ("webhook", 185, 4.5, 1.1))]
+    out = summary(rows)
+    assert out["none"]["creates_per_s"] == 250 and out["policy"]["apiserver_cpu_ms_per_pod"] == 4.5
+    assert out["policy"]["added_cpu_ms_per_pod"] == 2.0  # 4.5 + 0 - (2.5 + median(0, 0, 0.1) = 0)
+    assert out["webhook"]["added_cpu_ms_per_pod"] == 3.1  # 4.5 + 1.1 - 2.5

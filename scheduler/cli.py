@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "extender plans each gang once complete and releases its members pinned to the planned "
                         "domain (scheduler/extender/pinning.py). Pods that carry the gate from their template are "
                         "released the same way whatever this says")
+    e.add_argument("--pin-at-creation", choices=("on", "off"), default="on",
+                   help="with --gate-gangs on, the webhook plans a gang at its first member's creation and creates "
+                        "every member already pinned to the planned domain, without the gate (one write per pod "
+                        "fewer); gangs that one pod cannot describe (Grove, Volcano, PodGroups, generated names) "
+                        "are gated as before (scheduler/extender/pinning.py, `created`)")
     e.set_defaults(func=cmd_extender)
 
 
@@ -65,7 +70,7 @@ def cmd_extender(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(args.kubeconfig, host or "127.0.0.1", port_n, levels, args.bind_timeout,
                           args.scheduler_name, metrics, max(args.reservation_timeout, args.bind_timeout), webhook,
-                          gate=args.gate_gangs == "on"))
+                          gate=args.gate_gangs == "on", pin_at_creation=args.pin_at_creation == "on"))
     except KubeConfigError as exc:
         print(f"clique scheduler extender: {exc}", file=sys.stderr)
         return 2

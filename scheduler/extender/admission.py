@@ -24,7 +24,7 @@ import os
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from aiohttp import web
 
@@ -61,7 +61,7 @@ class NotAReview(ValueError):
 
 @dataclass(frozen=True)
 class Decision:
-    outcome: str  # routed, already-ours, not-a-gang, bound, not-a-pod-create, malformed
+    outcome: str  # routed, pinned, already-ours, not-a-gang, bound, not-a-pod-create, malformed
     patch: list[dict[str, Any]] = field(default_factory=list)  # JSONPatch operations; empty: admitted as is
     warnings: list[str] = field(default_factory=list)
 
@@ -133,10 +133,13 @@ def gate_op(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": GATE}}]
 
 
-def decide(request: Mapping[str, Any], scheduler_name: str, gate: bool = False) -> Decision:
+def decide(request: Mapping[str, Any], scheduler_name: str, gate: bool = False,
+           pin: Callable[[dict[str, Any]], list[dict[str, Any]] | None] | None = None) -> Decision:
     """What to answer for one AdmissionRequest (already known to be a dict with a uid). `gate`: also add the
     scheduling gate to members of gangs whose pods all exist at once (not LWS: its workers are created only
-    after the leader is placed, so a gated leader would wait for ever)."""
+    after the leader is placed, so a gated leader would wait for ever). `pin`: the extender's pin at creation
+    (pinning.Pinner.admit, an effect: it plans and reserves), asked before the gate for a real creation (not a
+    dry run); its operations replace the gate, None keeps it. Without `pin` this function is pure."""
     if request.get("operation") != "CREATE":
         return Decision("not-a-pod-create")
     kind, resource = request.get("kind"), request.get("resource")
@@ -159,8 +162,24 @@ def decide(request: Mapping[str, Any], scheduler_name: str, gate: bool = False) 
         return Decision("not-a-gang")
     ops = patch_for(pod, scheduler_name)
     if gate and source in GATED_SOURCES:
+        pinned = _pinned(pin, request, pod) if pin is not None else None
+        if pinned is not None:
+            return Decision("pinned", ops + pinned)
         ops += gate_op(pod)
     return Decision("routed", ops) if ops else Decision("already-ours")
+
+
+def _pinned(pin: Callable[[dict[str, Any]], list[dict[str, Any]] | None], request: Mapping[str, Any],
+            pod: dict[str, Any]) -> list[dict[str, Any]] | None:
+    if request.get("dryRun") is True:  # nothing is stored: nothing may be reserved for it
+        return None
+    md = pod["metadata"]
+    namespace = md.get("namespace") or request.get("namespace")
+    try:
+        return pin({**pod, "metadata": {**md, "namespace": namespace}})
+    except Exception:  # noqa: BLE001 - the gate is always a correct answer; never fail a creation for the pin
+        log.exception("admission: pinning %s/%s at creation failed; gated instead", namespace, md.get("name"))
+        return None
 
 
 def parse_review(body: Any) -> dict[str, Any]:
@@ -179,10 +198,11 @@ def parse_review(body: Any) -> dict[str, Any]:
     return request
 
 
-def review(body: Any, scheduler_name: str, gate: bool = False) -> tuple[dict[str, Any], Decision]:
+def review(body: Any, scheduler_name: str, gate: bool = False,
+           pin: Callable[[dict[str, Any]], list[dict[str, Any]] | None] | None = None) -> tuple[dict[str, Any], Decision]:
     """The AdmissionReview to answer `body` with, and the decision behind it. Raises NotAReview."""
     request = parse_review(body)
-    decision = decide(request, scheduler_name, gate)
+    decision = decide(request, scheduler_name, gate, pin)
     response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
     if decision.patch:
         response["patchType"] = "JSONPatch"
@@ -193,10 +213,12 @@ def review(body: Any, scheduler_name: str, gate: bool = False) -> tuple[dict[str
 
 
 # ------------------------------------------------------------------------------------------------------- HTTP
-def webhook_app(scheduler_name: str, registry: Any = None, gate: bool = False) -> web.Application:
+def webhook_app(scheduler_name: str, registry: Any = None, gate: bool = False,
+                pin: Callable[[dict[str, Any]], list[dict[str, Any]] | None] | None = None) -> web.Application:
     """The webhook's aiohttp app: POST /mutate. `registry`: a prometheus CollectorRegistry for
     clique_admission_reviews_total{outcome} (the extender's, so /metrics shows it). `gate`: add the scheduling
-    gate of gated gangs (only where the same process runs the pinning loop that removes it)."""
+    gate of gated gangs (only where the same process runs the pinning loop that removes it). `pin`: pin gangs at
+    creation instead where one pod settles it (decide)."""
     from prometheus_client import Counter
 
     reviews = Counter("clique_admission_reviews_total", "Admission reviews answered, by outcome", ["outcome"],
@@ -210,7 +232,7 @@ def webhook_app(scheduler_name: str, registry: Any = None, gate: bool = False) -
             return web.json_response({"Error": f"admission: body larger than {MAX_BODY} bytes"}, status=413)
         try:
             body = json.loads(raw)
-            answer, decision = review(body, scheduler_name, gate)
+            answer, decision = review(body, scheduler_name, gate, pin)
         except (ValueError, UnicodeDecodeError) as exc:  # NotAReview, JSONDecodeError, too many digits
             reviews.labels("bad-request").inc()
             reason = str(exc) if isinstance(exc, NotAReview) else f"request body is not JSON ({exc})"
@@ -220,10 +242,11 @@ def webhook_app(scheduler_name: str, registry: Any = None, gate: bool = False) -
             reviews.labels("bad-request").inc()
             return web.json_response({"Error": "admission: request body is nested too deeply"}, status=400)
         reviews.labels(decision.outcome).inc()
-        if decision.outcome == "routed":
+        if decision.outcome in ("routed", "pinned"):
             req = body["request"]
-            log.info("routing pod %.80s/%.80s to %s%s", req.get("namespace"), req.get("name") or "(generated name)",
-                     scheduler_name, " (dry run)" if req.get("dryRun") is True else "")
+            log.info("routing pod %.80s/%.80s to %s%s%s", req.get("namespace"), req.get("name") or "(generated name)",
+                     scheduler_name, " (dry run)" if req.get("dryRun") is True else "",
+                     ", pinned at creation" if decision.outcome == "pinned" else "")
         return web.json_response(answer)
 
     app = web.Application(client_max_size=MAX_BODY)

@@ -45,6 +45,7 @@ class Reservation:
     binding: bool = False  # its Bindings have been started
     leader_first: bool = False  # an LWS leader is bound alone first; its workers are created afterwards
     direct: bool = False  # bound by the gang recovery itself, not through kube-scheduler's bind calls
+    admitted: bool = False  # planned at its first member's admission (pinning.Pinner.admit), before any pod exists
 
     @property
     def planned(self) -> int:

@@ -22,10 +22,11 @@ PROFILE_ENV = "CLIQUE_PROFILE"  # a file path: the extender profiles itself with
 async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Level, ...], bind_timeout_s: float,
                 scheduler_name: str, metrics_listen: tuple[str, int] | None = None,
                 reservation_timeout_s: float = 60.0, webhook: tuple[str, int, str] | None = None,
-                gate: bool = True) -> None:
+                gate: bool = True, pin_at_creation: bool = True) -> None:
     """Serve the verbs on host:port (keep it loopback: /bind binds pods) and, if given, only /metrics and the
     health endpoints on `metrics_listen`, for Prometheus and probes, and the admission webhook over TLS on
-    `webhook` (host, port, certificate directory); `gate`: the webhook adds the scheduling gate of gated gangs."""
+    `webhook` (host, port, certificate directory); `gate`: the webhook adds the scheduling gate of gated gangs;
+    `pin_at_creation`: it pins gangs at creation instead where one pod settles it (pinning.Pinner.admit)."""
     from clique.kubeclient import api_client
 
     api = await api_client(kubeconfig)  # KubeConfigError: the CLI says what to pass
@@ -40,7 +41,8 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
                         reservation_timeout_s=reservation_timeout_s)
     watches = asyncio.create_task(state.run(api))
     recovering = asyncio.create_task(recovery.run(extender))  # partly bound gangs, at start-up and on changes
-    pinner = asyncio.create_task(pinning.run(extender))  # gated gangs: planned once complete, pinned, released
+    pins = pinning.Pinner(extender)  # shared: the webhook's pins at creation use its domain index
+    pinner = asyncio.create_task(pinning.run(extender, pinner=pins))  # gated gangs: planned once complete, pinned
     # Latency: collect the youngest generation less often (every request's JSON allocates lists and dicts), and
     # keep long-lived objects (the synced nodes and pods) out of every collection once the watches have synced.
     gc.set_threshold(50_000, 20, 20)
@@ -61,7 +63,8 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     if webhook:  # TLS, once its certificate files are there (admission.WebhookServer)
         from scheduler.extender.admission import WebhookServer, webhook_app
 
-        webhook_server = WebhookServer(webhook_app(scheduler_name, extender.metrics.registry, gate), *webhook)
+        pin = pins.admit if gate and pin_at_creation else None
+        webhook_server = WebhookServer(webhook_app(scheduler_name, extender.metrics.registry, gate, pin), *webhook)
         webhook_task = asyncio.create_task(webhook_server.run())
     log.info("extender listening on http://%s:%d%s (levels: %s)", host, port,
              f", metrics on http://{metrics_listen[0]}:{metrics_listen[1]}" if metrics_listen else "",

@@ -33,8 +33,18 @@ settle      a gang that waited for room is tried again as the cluster changes; r
               once. Measured on the timed Dynamo mix with the real control plane (README, "Timed arrivals with
               the real Kueue"): the eager retry split gangs that one leaf held 0.7 s later.
 
-`has_gate`, `other_gates`, `pin_patch`, `ungate_patch`, `pin_hosts` and `settled` are pure; `run` is the
-effects loop.
+created     pinned at creation (the extender's admission webhook, `--pin-at-creation on`): the gate's one extra
+              write per pod (the release patch, and its watch event to every pod watcher) is most of what gating
+              adds to kube-apiserver's work per pod. The webhook sees each pod before it is stored, so for gangs
+              whose members one pod describes (creation_members) the first member's admission plans the whole
+              gang and reserves it, and every member is created already pinned to the planned domain, without
+              the gate. All or nothing still holds at bind, which waits for every planned member (the filter
+              path's bind, service.bind). The members' pins are the same as a released gang's, so everything
+              after the release is the same. Anything one pod cannot settle falls back to the gate (Pinner.admit).
+              The routing MutatingAdmissionPolicy cannot do this: CEL cannot plan.
+
+`has_gate`, `other_gates`, `pin_patch`, `narrow_ops`, `creation_patch`, `creation_members`, `ungate_patch`,
+`pin_hosts` and `settled` are pure; `Pinner.admit` and `run` are the effects.
 """
 
 from __future__ import annotations
@@ -72,20 +82,26 @@ def other_gates(pod: Mapping[str, Any]) -> list[str]:
 
 
 def pin_patch(pod: Mapping[str, Any], hosts: Iterable[str], own_host: str) -> list[dict[str, Any]]:
-    """A JSON patch that removes our gate and narrows the pod's required node affinity to the gang's pinned nodes.
-    The API allows one value per `matchFields metadata.name` requirement (validation.go,
-    ValidateNodeFieldSelectorRequirement: "must be only one value when `operator` is 'In' or 'NotIn' for node field
-    selector"), so a pod with no required terms gets one term per pinned node (terms are ORed); a pod with terms of
-    its own may only have requirements added to them (no new terms), so each of its terms is narrowed to the
-    member's own planned host. The UID and the gate's position are tested first: a successor pod under the same
-    name or a concurrent change of the gates is refused, not patched."""
+    """A JSON patch that removes our gate and narrows the pod's required node affinity to the gang's pinned nodes
+    (narrow_ops). The UID and the gate's position are tested first: a successor pod under the same name or a
+    concurrent change of the gates is refused, not patched."""
     spec = pod.get("spec") or {}
     gates = spec.get("schedulingGates") or []
     index = next(i for i, g in enumerate(gates) if isinstance(g, dict) and g.get("name") == GATE)
-    ops: list[dict[str, Any]] = [
-        {"op": "test", "path": "/metadata/uid", "value": (pod.get("metadata") or {}).get("uid")},
-        {"op": "test", "path": f"/spec/schedulingGates/{index}/name", "value": GATE},
-        {"op": "remove", "path": f"/spec/schedulingGates/{index}"}]
+    return [{"op": "test", "path": "/metadata/uid", "value": (pod.get("metadata") or {}).get("uid")},
+            {"op": "test", "path": f"/spec/schedulingGates/{index}/name", "value": GATE},
+            {"op": "remove", "path": f"/spec/schedulingGates/{index}"}, *narrow_ops(spec, hosts, own_host)]
+
+
+def narrow_ops(spec: Mapping[str, Any], hosts: Iterable[str], own_host: str) -> list[dict[str, Any]]:
+    """JSON patch operations narrowing a pod's required node affinity to the pinned nodes. The API allows one value
+    per `matchFields metadata.name` requirement (validation.go, ValidateNodeFieldSelectorRequirement: "must be only
+    one value when `operator` is 'In' or 'NotIn' for node field selector"), so a pod with no required terms gets
+    one term per pinned node (terms are ORed); a pod with terms of its own may only have requirements added to them
+    (no new terms, validateNodeAffinityMutation), so each of its terms is narrowed to the member's own planned
+    host. `own_host` empty: nothing to narrow (a pod released unpinned)."""
+    if not own_host:
+        return []
     affinity = spec.get("affinity")
     node_affinity = (affinity or {}).get("nodeAffinity")
     required = (node_affinity or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
@@ -96,29 +112,63 @@ def pin_patch(pod: Mapping[str, Any], hosts: Iterable[str], own_host: str) -> li
 
     selector = {"nodeSelectorTerms": [{"matchFields": [field(h)]} for h in sorted(set(hosts) | {own_host})]}
     if not affinity:
-        ops.append({"op": "add", "path": "/spec/affinity", "value": {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": selector}}})
-    elif not node_affinity:
-        ops.append({"op": "add", "path": "/spec/affinity/nodeAffinity",
-                    "value": {"requiredDuringSchedulingIgnoredDuringExecution": selector}})
-    elif not terms:
-        ops.append({"op": "add", "path": "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution",
-                    "value": selector})
-    else:
-        base = "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms"
-        for i, term in enumerate(terms):
-            if not term.get("matchExpressions") and not term.get("matchFields"):
-                continue  # an empty term matches no node, and the API forbids adding to it
-            if term.get("matchFields"):
-                ops.append({"op": "add", "path": f"{base}/{i}/matchFields/-", "value": field(own_host)})
-            else:
-                ops.append({"op": "add", "path": f"{base}/{i}/matchFields", "value": [field(own_host)]})
+        return [{"op": "add", "path": "/spec/affinity", "value": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": selector}}}]
+    if not node_affinity:
+        return [{"op": "add", "path": "/spec/affinity/nodeAffinity",
+                 "value": {"requiredDuringSchedulingIgnoredDuringExecution": selector}}]
+    if not terms:
+        return [{"op": "add", "path": "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution",
+                 "value": selector}]
+    ops = []
+    base = "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms"
+    for i, term in enumerate(terms):
+        if not term.get("matchExpressions") and not term.get("matchFields"):
+            continue  # an empty term matches no node, and the API forbids adding to it
+        if term.get("matchFields"):
+            ops.append({"op": "add", "path": f"{base}/{i}/matchFields/-", "value": field(own_host)})
+        else:
+            ops.append({"op": "add", "path": f"{base}/{i}/matchFields", "value": [field(own_host)]})
     return ops
+
+
+def creation_patch(pod: Mapping[str, Any], hosts: Iterable[str], own_host: str) -> list[dict[str, Any]]:
+    """The admission webhook's pin of a pod being created (pinned at creation, below): our gate removed if an
+    earlier admission step (the routing policy, the pod's template) added it, the node affinity narrowed. No UID
+    test: a pod has none before it is stored."""
+    spec = pod.get("spec") or {}
+    gates = spec.get("schedulingGates") or []
+    ops = [{"op": "remove", "path": f"/spec/schedulingGates/{i}"}
+           for i, g in reversed(list(enumerate(gates))) if isinstance(g, dict) and g.get("name") == GATE]
+    return ops + narrow_ops(spec, hosts, own_host)
+
+
+def creation_members(pod: Mapping[str, Any], gang: Any) -> list[Mapping[str, Any]] | None:
+    """The members of a gang as they will be created, judged from its first member at admission, or None when one
+    pod cannot tell them: a `clique.dev/gang` gang is `size` pods like this one (one template); a StatefulSet
+    gang is the ordinals of this pod's block, named as the StatefulSet names them (`<name>-<ordinal>`), each
+    taking its role from its ordinal (scheduler.gangs.recognize). Other sources (Grove, Volcano, PodGroups) size
+    and shape their gangs in objects of their own: gated, as before."""
+    md = pod.get("metadata") or {}
+    if gang.size is None or gang.size < 2 or gang.members or gang.near:
+        return None
+    if gang.source == "clique":
+        return [pod] * gang.size
+    if gang.source == "statefulset":
+        owner = next((o for o in md.get("ownerReferences") or [] if o.get("kind") == "StatefulSet"), None)
+        name = str(md.get("name") or "")
+        prefix = f"{owner['name']}-" if owner else ""
+        ordinal = name[len(prefix):]
+        if not owner or not name.startswith(prefix) or not ordinal.isdigit():
+            return None
+        first = int(ordinal) // gang.size * gang.size
+        return [{**pod, "metadata": {**md, "name": f"{prefix}{o}"}} for o in range(first, first + gang.size)]
+    return None
 
 
 def ungate_patch(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Remove our gate only (a pod beyond its gang's minimum, placed alone by the filter path)."""
-    return pin_patch(pod, (), "")[:3]
+    return pin_patch(pod, (), "")
 
 
 def pin_hosts(planned: Iterable[str], domain_of: Mapping[str, str], domains: Mapping[str, list[str]]) -> list[str]:
@@ -278,6 +328,45 @@ class Pinner:
         log.info("gang %s released to kube-scheduler, pinned to %d node(s)", gang.key, len(hosts))
         return waiting_extras == 0
 
+    def admit(self, pod: dict) -> list[dict[str, Any]] | None:
+        """Pinned at creation (the admission webhook, a pod being created for real, not a dry run): the JSON patch
+        operations that pin the pod to its gang's planned place, or None to gate it as usual. The first member
+        of a gang plans the whole gang (creation_members) and reserves it; the members after it claim their
+        places from that reservation. No gate, so no release patch: one write per pod fewer than gating (see
+        `created` in the module docstring). Falls back to the gate, which waits for the whole gang, whenever one
+        pod cannot settle it: a source whose gangs are shaped by objects of their own, a pod without a fixed name
+        (claims are by name, and generateName is filled in after admission), another controller's gate, members
+        already known without this reservation, no room, or a member its gang's plan has no place for."""
+        from scheduler.extender.gangbook import not_terminating, pod_key
+        from scheduler.gangs import pod_request, recognize
+
+        ext = self.extender
+        if not (pod.get("metadata") or {}).get("name") or other_gates(pod):
+            return None
+        gang = recognize(pod)
+        members = creation_members(pod, gang)
+        if members is None:
+            return None
+        res = ext.reservations.get(gang.key)
+        if res is None:
+            if not_terminating(ext.state.gang_members(gang.key)):
+                return None  # members exist already (made before this extender started, or gated): the pinner's
+            res, _ = ext.plan(gang, members, {}, nodes=None, pod=pod)
+            if res is None:
+                return None  # plan() sent the reason as an Event; gated, the gang waits for room as usual
+            res.admitted = True
+            ext.metrics.gangs.labels("pinned_at_creation").inc()
+        elif not res.admitted:
+            return None
+        q = pod_request(pod)
+        host = res.claim(pod_key(pod), gang.role, (q.gpus, q.cpu_millis, q.memory, 1))
+        if host is None:
+            return None
+        level = next((lv for lv in ext.state.levels if gang.required_level in (lv.name, lv.label)), None)
+        planned = list(res.hosts.values()) + res.unclaimed_hosts()
+        hosts = pin_hosts(planned, *self._domains(level.label)) if level is not None else sorted(set(planned))
+        return creation_patch(pod, hosts, host)
+
     def _unsettled_split(self, gang_key: str, gang: Any, res: Any) -> bool:
         """A retried gang (it waited for room) whose new plan splits its preferred domain while the cluster is
         still changing (see `settle` in the module docstring)."""
@@ -289,10 +378,10 @@ class Pinner:
         return not settled(time.monotonic(), self._changed_at, self._burst_started)
 
 
-async def run(extender: "Extender", interval_s: float = 0.05) -> None:
+async def run(extender: "Extender", interval_s: float = 0.05, pinner: Pinner | None = None) -> None:
     """Release gated gangs as they become complete (and retry those with no room as the cluster changes)."""
     state = extender.state
-    pinner = Pinner(extender)
+    pinner = pinner or Pinner(extender)
     await asyncio.gather(*(e.wait() for e in state.synced.values()))
     while True:
         await pinner.tick()

@@ -70,6 +70,9 @@ class Metrics:
 
 
 JUST_BOUND_S = 60.0
+# A gang planned at its first member's admission (pinning.Pinner.admit) keeps its reservation this long before
+# "no pod of the gang in the watch" means its pods went away: the watch shows a pod moments after its creation.
+ADMITTED_GRACE_S = 10.0
 
 
 def _spawn(coro) -> None:
@@ -633,7 +636,8 @@ class Extender:
                 self.metrics.gangs.labels("expired").inc()
                 if res.done is not None and not res.done.done():
                     res.done.set_result(f"gang {res.gang.name}: {why}; reservation released, kube-scheduler will retry")
-            elif not self.state.gang_index.get(key):
+            elif not self.state.gang_index.get(key) and not (res.admitted and now - res.created < ADMITTED_GRACE_S):
+                # (a gang planned at its first member's admission has no pod in the watch yet for a moment)
                 self._release(key, "the gang's pods went away")
                 self.metrics.gangs.labels("expired").inc()
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 from aiohttp import web
 
-from scheduler.extender.pinning import GATE
+from scheduler.extender.pinning import GATE, PINNED
 from scheduler.gangs import LWS_NAME, recognize
 
 log = logging.getLogger("clique.admission")
@@ -139,7 +139,9 @@ def decide(request: Mapping[str, Any], scheduler_name: str, gate: bool = False,
     scheduling gate to members of gangs whose pods all exist at once (not LWS: its workers are created only
     after the leader is placed, so a gated leader would wait for ever). `pin`: the extender's pin at creation
     (pinning.Pinner.admit, an effect: it plans and reserves), asked before the gate for a real creation (not a
-    dry run); its operations replace the gate, None keeps it. Without `pin` this function is pure."""
+    dry run); its operations replace the gate, None keeps it. A pod already pinned at creation (annotation
+    pinning.PINNED: this webhook asked again, or the routing policy re-run after it) gets neither. Without `pin`
+    this function is pure."""
     if request.get("operation") != "CREATE":
         return Decision("not-a-pod-create")
     kind, resource = request.get("kind"), request.get("resource")
@@ -161,7 +163,7 @@ def decide(request: Mapping[str, Any], scheduler_name: str, gate: bool = False,
     if source is None:
         return Decision("not-a-gang")
     ops = patch_for(pod, scheduler_name)
-    if gate and source in GATED_SOURCES:
+    if gate and source in GATED_SOURCES and PINNED not in (pod["metadata"].get("annotations") or {}):
         pinned = _pinned(pin, request, pod) if pin is not None else None
         if pinned is not None:
             return Decision("pinned", ops + pinned)

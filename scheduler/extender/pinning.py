@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clique.extender.pinning")
 GATE = "clique.dev/placement"
+# On a pod pinned at creation (value: its planned host). The routing policy, re-run after the webhook
+# (reinvocationPolicy: IfNeeded), and the webhook itself leave such a pod ungated (admission.decide).
+PINNED = "clique.dev/pinned-at-creation"
 MAX_DOMAIN_PINS = 128  # a larger required domain is pinned to the planned hosts only (a short pin list per pod)
 WAITING_EVENT_S = 5.0  # a gang incomplete this long gets a GangWaiting Event
 RETRY_S = 1.0  # a gang that could not be planned is tried again this often while the cluster changes
@@ -133,13 +136,18 @@ def narrow_ops(spec: Mapping[str, Any], hosts: Iterable[str], own_host: str) -> 
 
 
 def creation_patch(pod: Mapping[str, Any], hosts: Iterable[str], own_host: str) -> list[dict[str, Any]]:
-    """The admission webhook's pin of a pod being created (pinned at creation, below): our gate removed if an
-    earlier admission step (the routing policy, the pod's template) added it, the node affinity narrowed. No UID
-    test: a pod has none before it is stored."""
+    """The admission webhook's pin of a pod being created (`created` above): our gate removed if an earlier
+    admission step (the routing policy, the pod's template) added it, the annotation PINNED set, the node affinity
+    narrowed. No UID test: a pod has none before it is stored."""
     spec = pod.get("spec") or {}
     gates = spec.get("schedulingGates") or []
     ops = [{"op": "remove", "path": f"/spec/schedulingGates/{i}"}
            for i, g in reversed(list(enumerate(gates))) if isinstance(g, dict) and g.get("name") == GATE]
+    if (pod.get("metadata") or {}).get("annotations"):
+        ops.append({"op": "add", "path": "/metadata/annotations/" + PINNED.replace("~", "~0").replace("/", "~1"),
+                    "value": own_host})
+    else:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {PINNED: own_host}})
     return ops + narrow_ops(spec, hosts, own_host)
 
 

@@ -17,7 +17,9 @@ The rule, as admission.decide has it (tests/e2e/test_routing_policy.py checks th
 real kube-apiserver): a pod created without a node, that scheduler.gangs.recognize takes for a gang member (or
 that carries LeaderWorkerSet's name label, or both of Dynamo's labels: admission.gang_source), gets
 spec.schedulerName set to ours; with `gate`, members of gangs created all at once (admission.GATED_SOURCES) also
-get the scheduling gate pinning.GATE.
+get the scheduling gate pinning.GATE, unless the extender's webhook pinned them at creation (annotation
+pinning.PINNED): where both are installed, this policy runs first and again after the webhook, and the second run
+must not gate a pod the webhook already pinned.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 from scheduler import gangs
 from scheduler.extender.admission import DYNAMO_COMPONENT, DYNAMO_GRAPH, GATED_SOURCES
-from scheduler.extender.pinning import GATE
+from scheduler.extender.pinning import GATE, PINNED
 
 API_VERSION = "admissionregistration.k8s.io/v1"
 NAME = "clique-scheduler-routing"
@@ -90,7 +92,8 @@ def patch_expression(scheduler_name: str, gate: bool) -> str:
         gated = ", ".join(_q(s) for s in GATED_SOURCES)
         gates = "object.spec.?schedulingGates.orValue([])"
         entry = f"Object.spec.schedulingGates{{name: {_q(GATE)}}}"
-        expr += (f" +\n(variables.source in [{gated}] && !{gates}.exists(g, g.name == {_q(GATE)}) ?\n"
+        expr += (f" +\n(variables.source in [{gated}] && !{gates}.exists(g, g.name == {_q(GATE)})"
+                 f" && !{_annotation(PINNED)}.hasValue() ?\n"
                  f"  (size({gates}) == 0 ?\n"
                  f"    [JSONPatch{{op: 'add', path: '/spec/schedulingGates', value: [{entry}]}}] :\n"
                  f"    [JSONPatch{{op: 'add', path: '/spec/schedulingGates/-', value: {entry}}}]) :\n"

@@ -13,9 +13,10 @@ import uuid
 import pytest
 from kubernetes import client
 
-from scheduler.extender.pinning import GATE, NAME_FIELD
+from scheduler.extender.pinning import GATE, NAME_FIELD, PINNED
 from scheduler.extender.process import clique_scheduler_config, start_extender, stop_extender
 from simulations.controlplane.processes import free_port
+from simulations.controlplane.webhook import policy_registered
 from tests.e2e.helpers import opted_in_namespaces, wait_for
 from tests.e2e.test_extender import NVL, gang_pod, new_pool
 from tests.unit.test_admission import mint_certs
@@ -73,13 +74,14 @@ def test_a_gang_is_created_pinned_to_one_domain_without_a_gate_and_bound_whole_t
     assert pins[0] and pins[0] == pins[1] == pins[2]
     assert len({domain[h] for h in pins[0]}) == 1 and len(pins[0]) == 4
     assert _counter(pinned["port"], "pinned_at_creation") == before + 1
+    planned = {p.metadata.name: p.metadata.annotations[PINNED] for p in created}  # each member's own host
+    assert len(set(planned.values())) == 3 and set(planned.values()) <= set(pins[0])
 
     def nodes():
         pods = core.list_namespaced_pod(ns, label_selector=f"gang={gang}").items
-        return [p.spec.node_name for p in pods] if all(p.spec.node_name for p in pods) else None
+        return {p.metadata.name: p.spec.node_name for p in pods} if all(p.spec.node_name for p in pods) else None
 
-    bound = wait_for(nodes, 30, "the pinned gang bound")
-    assert len(set(bound)) == 3 and set(bound) <= set(pins[0])
+    assert wait_for(nodes, 30, "the pinned gang bound") == planned
 
 
 def test_a_gang_with_no_room_at_creation_is_gated_and_never_partly_bound(pinned):
@@ -122,3 +124,29 @@ def test_a_statefulset_gang_is_pinned_per_block_of_ordinals(pinned):
             assert a.spec.node_name != b.spec.node_name
     finally:
         apps.delete_namespaced_stateful_set(name, ns)
+
+
+def test_with_the_routing_policy_also_installed_the_webhooks_pin_wins_and_no_gate_comes_back(pinned, control_plane):
+    """Both shipped routes at once: the policy runs first and gates, the webhook then pins and removes the gate, and
+    the policy run again after it (reinvocationPolicy: IfNeeded) leaves the pinned pod ungated."""
+    core, ns = pinned["core"], pinned["ns"]
+    api = control_plane.api_client()
+    try:
+        with policy_registered(api, name=f"pin-policy-{uuid.uuid4().hex[:5]}"):
+            def dry_gated() -> bool:  # the policy in effect: a dry run (never pinned) comes out gated by it
+                made = core.create_namespaced_pod(ns, gang_pod("probe", "probe", 2, pool=pinned["pool"]),
+                                                  dry_run="All")
+                return _gates(made) == [GATE]
+
+            wait_for(dry_gated, 30, "the routing policy in effect", interval_s=0.5)
+            gang = f"both{uuid.uuid4().hex[:5]}"
+            pod = gang_pod(f"{gang}-0", gang, 2, pool=pinned["pool"])
+            pod["spec"]["schedulerName"] = "default-scheduler"
+            created = [core.create_namespaced_pod(ns, pod)]
+            created.append(core.create_namespaced_pod(ns, gang_pod(f"{gang}-1", gang, 2, pool=pinned["pool"])))
+            assert [_gates(p) for p in created] == [[], []] and all(_pins(p) for p in created)
+            assert {p.spec.scheduler_name for p in created} == {"clique-scheduler"}
+            wait_for(lambda: all(p.spec.node_name for p in core.list_namespaced_pod(
+                ns, label_selector=f"gang={gang}").items), 30, "the gang bound")
+    finally:
+        api.close()

@@ -17,7 +17,7 @@ from kubernetes import client
 
 from scheduler import gangs
 from scheduler.extender import admission
-from scheduler.extender.pinning import GATE
+from scheduler.extender.pinning import GATE, PINNED
 from tests.e2e.helpers import gpu_pod, opted_in_namespaces
 
 OURS = "clique-scheduler"
@@ -105,6 +105,8 @@ CASES = {
     "our gate is not added twice": _pod({gangs.GROVE_PODGANG: "g"}, gates=[GATE]),
     "a pod already ours only gets the gate": _pod({gangs.GROVE_PODGANG: "g"}, scheduler=OURS),
     "a plain pod is left alone": _pod(),
+    "a gang pod the webhook pinned at creation is routed, not gated": _pod({gangs.GROVE_PODGANG: "g"},
+                                                                          annotations={PINNED: "kwok-0"}),
 }
 
 
@@ -122,7 +124,7 @@ def test_a_pod_that_opted_out_and_a_namespace_that_did_not_opt_in_are_left_alone
 
 
 KEYS = [gangs.GANG, gangs.GANG_SIZE, gangs.LWS_NAME, gangs.LWS_GROUP, gangs.LWS_SIZE, gangs.GROVE_PODGANG,
-        gangs.VOLCANO_GROUP, gangs.COSCHED_GROUP, admission.DYNAMO_GRAPH, admission.DYNAMO_COMPONENT]
+        gangs.VOLCANO_GROUP, gangs.COSCHED_GROUP, admission.DYNAMO_GRAPH, admission.DYNAMO_COMPONENT, PINNED]
 VALUES = st.sampled_from(["", "0", "1", "01", "4", "007", "x", "12345678901234567890"])
 
 

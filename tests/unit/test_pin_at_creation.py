@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 
 from scheduler.extender.admission import decide
 from scheduler.extender.nodefit import node_refusal
-from scheduler.extender.pinning import GATE, Pinner, creation_members, creation_patch
+from scheduler.extender.pinning import GATE, PINNED, Pinner, creation_members, creation_patch
 from scheduler.extender.service import Extender
 from scheduler.extender.state import ClusterState
 from scheduler.gangs import recognize
@@ -50,6 +50,20 @@ def test_the_creation_patch_removes_only_our_gate_and_pins_to_the_domain(gates):
     assert [g["name"] for g in out["spec"].get("schedulingGates", [])] == [g for g in gates if g != GATE]
     allowed = [h for h in ("h0", "h1", "h2", "h3", "h4") if not node_refusal(out, h, {}, [])]
     assert allowed == ["h1", "h2", "h3"]
+    assert out["metadata"]["annotations"][PINNED] == "h2" and len(out["metadata"]["annotations"]) == 4
+
+
+def test_a_pod_without_annotations_gets_the_pinned_marker_as_a_new_map():
+    pod = _pod("web-0", owner="web", annotations={})
+    pod["metadata"]["labels"] = {"clique.dev/gang-size": "2"}
+    assert _apply(pod, creation_patch(pod, ["h1"], "h1"))["metadata"]["annotations"] == {PINNED: "h1"}
+
+
+def test_a_pod_already_pinned_at_creation_is_neither_pinned_again_nor_gated():
+    pod = _pod("p-0", annotations={"clique.dev/gang": "g", "clique.dev/gang-size": "4", PINNED: "h1"})
+    asked = []
+    out = decide(_request(pod), "clique-scheduler", gate=True, pin=lambda p: asked.append(p) or [])
+    assert out.outcome == "already-ours" and out.patch == [] and asked == []
 
 
 def test_a_pod_with_terms_of_its_own_is_narrowed_to_its_own_host_in_each_term():

@@ -31,7 +31,8 @@ def _apply(pod: dict, ops: list[dict]) -> dict:
     """RFC 6902 add / remove / test, as the API server applies a JSON patch (enough for these paths)."""
     doc = copy.deepcopy(pod)
     for op in ops:
-        *parents, last = op["path"].lstrip("/").split("/")
+        # RFC 6901 tokens: "~1" is "/", "~0" is "~"
+        *parents, last = [t.replace("~1", "/").replace("~0", "~") for t in op["path"].lstrip("/").split("/")]
         target = doc
         for part in parents:
             target = target[int(part)] if isinstance(target, list) else target[part]

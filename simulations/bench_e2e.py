@@ -5,8 +5,10 @@ Side effects: starts a local control plane (with the workload-aware alpha gates 
     clique         the second kube-scheduler (profile clique-scheduler) calling Clique's extender; the namespace
                    opted in to the shipped routing policy (a MutatingAdmissionPolicy, manifests/routing/), so
                    gangs are gated, planned once complete and pinned (pinning.py)
-    clique-webhook the same through the routing webhook instead (manifests/scheduler/webhook.yaml, for clusters
-                   before 1.36), selecting this one namespace by name
+    clique-webhook the same through the extender's routing webhook instead (manifests/scheduler/webhook.yaml),
+                   selecting this one namespace by name; the webhook pins each gang at creation (pinning.py,
+                   `created`: planned at its first member, every member created pinned, no gate, no release
+                   patch)
     clique-template  no admission at all: the pods carry the gate clique.dev/placement from their template
     clique-filter  no webhook and no gate: every pod goes through the per-pod filter path
     kube-workload  the default kube-scheduler with Kubernetes' own gang + topology scheduling: a PodGroup per
@@ -68,6 +70,7 @@ def run(nodes: int, timeout_s: float, say=print, modes: tuple[str, ...] = MODES,
     from kubernetes import client
 
     from simulations.controlplane import ControlPlane, ControlPlaneOptions
+    from simulations.controlplane.cluster import node_lease_for
     from simulations.controlplane.kwok_nodes import create_nodes
     from simulations.controlplane.pki import create_serving_certs
     from simulations.controlplane.processes import free_port
@@ -75,7 +78,8 @@ def run(nodes: int, timeout_s: float, say=print, modes: tuple[str, ...] = MODES,
     from topology.spec import parse_cluster_spec
 
     opts = ControlPlaneOptions(feature_gates={"GenericWorkload": True, "TopologyAwareWorkloadScheduling": True},
-                               runtime_config={"scheduling.k8s.io/v1beta1": True}, kueue="kueue-tas" in modes)
+                               runtime_config={"scheduling.k8s.io/v1beta1": True}, kueue="kueue-tas" in modes,
+                               node_lease_s=node_lease_for(nodes))
     rows = []
     with ControlPlane(opts) as cp:
         api = cp.api_client()
@@ -86,7 +90,8 @@ def run(nodes: int, timeout_s: float, say=print, modes: tuple[str, ...] = MODES,
         t = time.perf_counter()
         create_nodes(api, spec.hosts(), workers=16, wait_ready_s=300)
         domain = {h.name: h.labels[NVL] for h in spec.hosts()}
-        say(f"[bench e2e] {nodes} KWOK nodes Ready in {time.perf_counter() - t:.1f}s")
+        say(f"[bench e2e] {nodes} KWOK nodes Ready in {time.perf_counter() - t:.1f}s (node leases of "
+            f"{opts.node_lease_s} s)")
         webhook_port = free_port()
         ca = create_serving_certs(cp.workdir / "webhook-tls")
         ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log", preset="gb200-nvl72",

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -116,6 +116,10 @@ class ClusterState:
         self._free_matrix = np.zeros((0, 4), dtype=np.int64)  # free resources in topology row order
         self._untouched_vec = np.zeros(0, dtype=bool)
         self._rows_version = -1  # node_version the arrays' row order belongs to
+        # The last snapshot's view with reservations applied (hosts, free vectors, free matrix, the reserved
+        # amounts it applied): the next one recomputes only hosts whose reservation or base changed since.
+        self._view: tuple[dict[str, HostState], dict[str, tuple[int, int, int, int]], np.ndarray,
+                          dict[str, tuple[int, int, int, int]]] | None = None
         # victim index (gang preemption): unit id -> {pod key: (priority, VictimPod)} of bound, live pods
         # (a unit of one pod, not a gang: that pod's (priority, VictimPod) itself)
         self._victims: dict[str, dict[str, tuple[int, VictimPod]] | tuple[int, VictimPod]] = {}
@@ -402,6 +406,7 @@ class ClusterState:
         """
         topo = self.topology()
         rebuild = self._base is None or self._dirty is None or self._rows_version != self.node_version
+        changed: set[str] = set() if rebuild else set(self._dirty or ())
         if rebuild:
             self._base = {n.name: self._host_state(n) for n in self.nodes.values()}
             self._base_free = {name: h.free for name, h in self._base.items()}
@@ -423,16 +428,32 @@ class ClusterState:
                         self._free_matrix[row] = h.free
                         self._untouched_vec[row] = self._base_untouched[name]
         self._dirty = set()
-        hosts, free, matrix = dict(self._base), dict(self._base_free), self._free_matrix.copy()
-        for name, res in (reserved or {}).items():
-            h = hosts.get(name)
-            if h is not None:
-                hosts[name] = h = replace(h, gpus_used=h.gpus_used + res[0], cpu_used=h.cpu_used + res[1],
-                                          memory_used=h.memory_used + res[2], pods_used=h.pods_used + res[3])
-                free[name] = h.free
-                row = topo.host_row.get(name)
-                if row is not None:
-                    matrix[row] = h.free
+        reserved = dict(reserved or {})
+        view = None if rebuild else self._view
+        if view is None:  # from the base: every reserved host
+            hosts, free, matrix = dict(self._base), dict(self._base_free), self._free_matrix.copy()
+            redo: Iterable[str] = reserved
+        else:  # from the last view: hosts whose base changed, or whose reservation did (gangs in flight pile up
+            hosts, free, matrix, applied = view  # while kube-scheduler binds: redoing every one was O(them) a plan)
+            redo = changed | {h for h in applied.keys() | reserved.keys() if applied.get(h) != reserved.get(h)}
+        base = self._base
+        for name in redo:
+            h = base.get(name)
+            if h is None:
+                hosts.pop(name, None)
+                free.pop(name, None)
+                continue
+            res = reserved.get(name)
+            if res is not None:
+                h = HostState(h.name, h.gpus, h.cpu_millis, h.memory, h.pods, h.gpus_used + res[0],
+                              h.cpu_used + res[1], h.memory_used + res[2], h.pods_used + res[3], h.schedulable)
+            hosts[name] = h
+            free[name] = f = h.free
+            row = topo.host_row.get(name)
+            if row is not None:
+                matrix[row] = f
+        self._view = (hosts, free, matrix, reserved)
+        hosts, free, matrix = dict(hosts), dict(free), matrix.copy()  # the snapshot's own: the view moves on
         snap = Snapshot(topo, hosts)
         # Precomputed (Snapshot's cached properties), copies so later updates do not reach this snapshot.
         # Reservations do not change what counts as untouched, which is about what is bound.

@@ -69,6 +69,12 @@ class ControlPlaneOptions:
     # groups only, e.g. ("system:serviceaccounts:clique-system",); empty: no audit log. See audit.py.
     audit_user_groups: tuple[str, ...] = ()
     ready_timeout_s: float = 120.0
+    # kwok's node lease duration (it renews every quarter of it) and, with it, kube-controller-manager's
+    # --node-monitor-grace-period (1.25x, the ratio of the defaults: 40 s and 50 s, k8s.io/kubernetes v1.37.2
+    # pkg/controller/nodelifecycle/config/v1alpha1/defaults.go). Benchmarks with thousands of KWOK nodes raise it
+    # (node_lease_for): on two shared cores kwok cannot renew 5,000 leases every 10 s, the nodes go NotReady and
+    # the node lifecycle controller's taints and status writes swamp the run.
+    node_lease_s: int = 40
 
 
 class ControlPlane:
@@ -208,6 +214,8 @@ class ControlPlane:
             "--use-service-account-credentials=true", f"--service-account-private-key-file={pki.sa_key}",
             f"--root-ca-file={pki.ca_cert}", "--kube-api-qps=200", "--kube-api-burst=400",
             "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
+            *([f"--node-monitor-grace-period={self.options.node_lease_s * 5 // 4}s"]
+              if self.options.node_lease_s != 40 else []),
             *gate_args,
         ], lambda: P.http_ok(f"https://127.0.0.1:{self.ports['kube-controller-manager']}/healthz", insecure=True),
             "kube-controller-manager /healthz")
@@ -217,7 +225,7 @@ class ControlPlane:
         self._start("kwok", [
             str(b.kwok), f"--kubeconfig={kubeconfigs['clique:kwok']}", f"--config={STAGES_FILE}",
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-            "--node-lease-duration-seconds=40", "--cidr=10.244.0.0/16", "--node-ip=10.96.0.1",
+            f"--node-lease-duration-seconds={self.options.node_lease_s}", "--cidr=10.244.0.0/16", "--node-ip=10.96.0.1",
             f"--server-address=127.0.0.1:{self.ports['kwok']}",
         ], lambda: P.http_ok(f"http://127.0.0.1:{self.ports['kwok']}/healthz"), "kwok /healthz")
 
@@ -352,6 +360,12 @@ class ControlPlane:
 
     def _write_state(self) -> None:
         (self.workdir / "state.json").write_text(json.dumps(self.state(), indent=1))
+
+
+def node_lease_for(nodes: int, renewals_per_s: int = 100) -> int:
+    """A node lease duration (ControlPlaneOptions.node_lease_s) that keeps kwok's renewals of `nodes` leases, one
+    every quarter of it, at most `renewals_per_s`: what 1,000 nodes cost at the default of 40 s."""
+    return max(40, -(-4 * nodes // renewals_per_s))
 
 
 def default_cluster_dir(name: str = "default") -> Path:

@@ -37,12 +37,12 @@ def test_bench_extender_binds_every_gang_through_the_real_api():
 
 
 def test_bench_e2e_compares_the_schedulers_with_no_partial_gangs_and_says_where_the_time_goes():
-    result = run_bench("e2e", "--nodes", "64", "--timeout", "120", "--modes", "stock,clique,clique-filter,kube-workload",
-                       "--latency-gangs", "2")
+    result = run_bench("e2e", "--nodes", "64", "--timeout", "120", "--modes",
+                       "stock,clique,clique-webhook,clique-filter,kube-workload", "--latency-gangs", "2")
     rows = {r["scheduler"]: r for r in result["results"]}
-    assert set(rows) == {"stock", "clique", "clique-filter", "kube-workload"}
+    assert set(rows) == {"stock", "clique", "clique-webhook", "clique-filter", "kube-workload"}
     assert all(r["pods"] == 32 for r in rows.values())
-    for mode in ("clique", "clique-filter"):
+    for mode in ("clique", "clique-webhook", "clique-filter"):
         assert rows[mode]["partial_gangs"] == 0 and rows[mode]["one_domain_share"] == 1.0
         assert rows[mode]["idle_gang_bound_s"]["gangs"] == 2
     b = rows["clique"]["breakdown"]
@@ -51,6 +51,10 @@ def test_bench_e2e_compares_the_schedulers_with_no_partial_gangs_and_says_where_
     assert b["attempts_per_pod"].get("scheduled") == 1.0 and b["cpu_ms_per_pod"]["kube-apiserver"] > 0
     # routed by the policy inside kube-apiserver: no webhook call (the webhook's cost: bench admission, below)
     assert "webhook_ms_per_pod" not in b
+    # pinned at creation by the webhook: each member reaches the extender with its pinned nodes, no release patch
+    w = rows["clique-webhook"]["breakdown"]
+    assert w["filter_scope_per_pod"] == {"nodes": 1.0} and "PATCH pods" not in w["api_writes_per_pod"]
+    assert w["webhook_ms_per_pod"] > 0
 
 
 def test_bench_admission_routes_every_pod_by_the_policy_and_by_the_webhook_and_costs_them():

@@ -27,8 +27,15 @@ def pinned(control_plane, tmp_path_factory):
     work = tmp_path_factory.mktemp("pin-at-creation")
     ca = mint_certs(work / "tls")
     hook = free_port()
-    proc, port = start_extender(control_plane.kubeconfig, work / "extender.log", preset="gb200-nvl72",
-                                bind_timeout_s=8, webhook_port=hook, webhook_cert_dir=work / "tls")
+    handle: dict = {}
+
+    def start(port: int | None = None) -> int:
+        handle["proc"], handle["port"] = start_extender(
+            control_plane.kubeconfig, work / "extender.log", preset="gb200-nvl72", bind_timeout_s=8, port=port,
+            webhook_port=hook, webhook_cert_dir=work / "tls")
+        return handle["port"]
+
+    port = start()
     api = control_plane.api_client()
     try:
         control_plane.start_scheduler(clique_scheduler_config(port), name="clique-scheduler")
@@ -36,10 +43,10 @@ def pinned(control_plane, tmp_path_factory):
         probe = gang_pod("probe", "probe", 4, pool=prefix)
         with opted_in_namespaces(control_plane, api, hook, ca.read_bytes(), "pin", probe) as (on, _):
             yield {"core": client.CoreV1Api(api), "apps": client.AppsV1Api(api), "ns": on, "pool": prefix,
-                   "domain": domain, "port": port}
+                   "domain": domain, "port": port, "handle": handle, "start": start}
     finally:
         control_plane.stop_component("clique-scheduler")
-        stop_extender(proc)
+        stop_extender(handle["proc"])
         api.close()
 
 
@@ -150,3 +157,28 @@ def test_with_the_routing_policy_also_installed_the_webhooks_pin_wins_and_no_gat
                 ns, label_selector=f"gang={gang}").items), 30, "the gang bound")
     finally:
         api.close()
+
+
+def test_a_pinned_gang_whose_reservation_was_lost_with_a_restart_is_bound_inside_its_pins(pinned, control_plane):
+    """The extender plans at admission and restarts before kube-scheduler sees the pods: the reservation is gone,
+    the pods are pinned, and the filter plans the gang again inside the pins (never outside: they cannot be
+    loosened)."""
+    core, ns, domain = pinned["core"], pinned["ns"], pinned["domain"]
+    control_plane.stop_component("clique-scheduler")
+    try:
+        gang = f"rs{uuid.uuid4().hex[:5]}"
+        created = [core.create_namespaced_pod(ns, gang_pod(f"{gang}-{i}", gang, 2, pool=pinned["pool"]))
+                   for i in range(2)]
+        pins = _pins(created[0])
+        assert pins and all(_pins(p) == pins and not _gates(p) for p in created)
+        stop_extender(pinned["handle"]["proc"])
+        pinned["start"](pinned["port"])  # same port: the kube-scheduler configuration still points at it
+    finally:
+        control_plane.start_scheduler(clique_scheduler_config(pinned["port"]), name="clique-scheduler")
+
+    def nodes():
+        pods = core.list_namespaced_pod(ns, label_selector=f"gang={gang}").items
+        return [p.spec.node_name for p in pods] if all(p.spec.node_name for p in pods) else None
+
+    bound = wait_for(nodes, 60, "the gang bound after the extender's restart")
+    assert len(set(bound)) == 2 and set(bound) <= set(pins) and len({domain[h] for h in bound}) == 1

@@ -33,11 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "extender plans each gang once complete and releases its members pinned to the planned "
                         "domain (scheduler/extender/pinning.py). Pods that carry the gate from their template are "
                         "released the same way whatever this says")
-    e.add_argument("--pin-at-creation", choices=("on", "off"), default="on",
+    e.add_argument("--pin-at-creation", choices=("on", "off"), default="off",
                    help="with --gate-gangs on, the webhook plans a gang at its first member's creation and creates "
                         "every member already pinned to the planned domain, without the gate (one write per pod "
-                        "fewer); gangs that one pod cannot describe (Grove, Volcano, PodGroups, generated names) "
-                        "are gated as before (scheduler/extender/pinning.py, `created`)")
+                        "fewer); gangs that one pod cannot describe (Grove, Volcano, PodGroups, roles, generated "
+                        "names) are gated as before (scheduler/extender/pinning.py, `created`). Only with ONE "
+                        "extender behind the webhook: replicas do not share reservations, so two could pin one "
+                        "gang's members to different domains")
     e.set_defaults(func=cmd_extender)
 
 

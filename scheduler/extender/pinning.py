@@ -54,6 +54,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from scheduler.gangs import ROLE
+
 if TYPE_CHECKING:
     from scheduler.extender.service import Extender
 
@@ -153,7 +155,8 @@ def creation_patch(pod: Mapping[str, Any], hosts: Iterable[str], own_host: str) 
 
 def creation_members(pod: Mapping[str, Any], gang: Any) -> list[Mapping[str, Any]] | None:
     """The members of a gang as they will be created, judged from its first member at admission, or None when one
-    pod cannot tell them: a `clique.dev/gang` gang is `size` pods like this one (one template); a StatefulSet
+    pod cannot tell them: a `clique.dev/gang` gang without `clique.dev/role` is `size` pods like this one (one
+    template; a member larger than the first is gated by Pinner.admit); a StatefulSet
     gang is the ordinals of this pod's block, named as the StatefulSet names them (`<name>-<ordinal>`), each
     taking its role from its ordinal (scheduler.gangs.recognize). Other sources (Grove, Volcano, PodGroups) size
     and shape their gangs in objects of their own: gated, as before."""
@@ -161,7 +164,8 @@ def creation_members(pod: Mapping[str, Any], gang: Any) -> list[Mapping[str, Any
     if gang.size is None or gang.size < 2 or gang.members or gang.near:
         return None
     if gang.source == "clique":
-        return [pod] * gang.size
+        # `size` pods like this one, unless roles say the gang has several shapes (a frontend and workers)
+        return None if ROLE in {**(md.get("labels") or {}), **(md.get("annotations") or {})} else [pod] * gang.size
     if gang.source == "statefulset":
         owner = next((o for o in md.get("ownerReferences") or [] if o.get("kind") == "StatefulSet"), None)
         name = str(md.get("name") or "")
@@ -344,11 +348,14 @@ class Pinner:
         `created` in the module docstring). Falls back to the gate, which waits for the whole gang, whenever one
         pod cannot settle it: a source whose gangs are shaped by objects of their own, a pod without a fixed name
         (claims are by name, and generateName is filled in after admission), another controller's gate, members
-        already known without this reservation, no room, or a member its gang's plan has no place for."""
+        already known without this reservation, no room, a member its gang's plan has no place for or a smaller
+        one, and an extender whose watches have not synced yet."""
         from scheduler.extender.gangbook import not_terminating, pod_key
         from scheduler.gangs import pod_request, recognize
 
         ext = self.extender
+        if not all(e.is_set() for e in ext.state.synced.values()):
+            return None  # what is bound and who the members are is not known yet: the gate waits for it
         if not (pod.get("metadata") or {}).get("name") or other_gates(pod):
             return None
         gang = recognize(pod)
@@ -367,7 +374,11 @@ class Pinner:
         elif not res.admitted:
             return None
         q = pod_request(pod)
-        host = res.claim(pod_key(pod), gang.role, (q.gpus, q.cpu_millis, q.memory, 1))
+        request = (q.gpus, q.cpu_millis, q.memory, 1)
+        place = res.role_requests.get(gang.role)
+        if pod_key(pod) not in res.hosts and (place is None or any(a > b for a, b in zip(request, place))):
+            return None  # larger than the place its gang's first member was planned for: gated, planned whole
+        host = res.claim(pod_key(pod), gang.role, request)
         if host is None:
             return None
         level = next((lv for lv in ext.state.levels if gang.required_level in (lv.name, lv.label)), None)

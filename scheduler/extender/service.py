@@ -70,9 +70,6 @@ class Metrics:
 
 
 JUST_BOUND_S = 60.0
-# A gang planned at its first member's admission (pinning.Pinner.admit) keeps its reservation this long before
-# "no pod of the gang in the watch" means its pods went away: the watch shows a pod moments after its creation.
-ADMITTED_GRACE_S = 10.0
 
 
 def _spawn(coro) -> None:
@@ -636,8 +633,9 @@ class Extender:
                 self.metrics.gangs.labels("expired").inc()
                 if res.done is not None and not res.done.done():
                     res.done.set_result(f"gang {res.gang.name}: {why}; reservation released, kube-scheduler will retry")
-            elif not self.state.gang_index.get(key) and not (res.admitted and now - res.created < ADMITTED_GRACE_S):
-                # (a gang planned at its first member's admission has no pod in the watch yet for a moment)
+            elif not self.state.gang_index.get(key) and not res.admitted:
+                # (a gang planned at its first member's admission may have no pod in the watch for a while: it is
+                # released by the timeout above, never by a lagging watch)
                 self._release(key, "the gang's pods went away")
                 self.metrics.gangs.labels("expired").inc()
 

@@ -125,6 +125,8 @@ def test_a_statefulset_gang_is_pinned_per_block_of_ordinals(pinned):
 
         found = {p.metadata.name: p for p in wait_for(pods, 60, "4 StatefulSet pods bound")}
         assert all(not _gates(p) and _pins(p) for p in found.values())
+        # pinned when created, not released later: the webhook's mark names each pod's own host
+        assert all(p.metadata.annotations.get(PINNED) == p.spec.node_name for p in found.values())
         for block in ((0, 1), (2, 3)):  # ordinals 0-1 are one gang, 2-3 the other (scheduler.gangs.recognize)
             a, b = (found[f"{name}-{o}"] for o in block)
             assert _pins(a) == _pins(b) and domain[a.spec.node_name] == domain[b.spec.node_name]

@@ -126,6 +126,8 @@ def _extender(hosts: int = 8) -> tuple[Extender, dict[str, str]]:
     state = ClusterState(preset("generic"))
     state._set_nodes([node_manifest(h, ready=True) for h in spec.hosts()])
     state._set_pods([])
+    for e in state.synced.values():  # as after the watches' first lists
+        e.set()
     ext = Extender(state, None)
     ext.event = lambda *a, **k: None
     return ext, {h.name: h.labels[LEAF] for h in spec.hosts()}
@@ -164,11 +166,31 @@ def test_no_pin_when_the_gang_cannot_fit_when_members_exist_or_the_name_is_gener
     assert pinner.admit(_pod("held-0", gang="held", gates=("other.io/hold",))) is None
 
 
+def test_gangs_with_roles_larger_members_and_an_unsynced_extender_are_gated_not_pinned():
+    ext, _ = _extender()
+    pinner = Pinner(ext)
+    front = _pod("fe-0", gang="r", annotations={"clique.dev/gang": "r", "clique.dev/gang-size": "4",
+                                                 "clique.dev/role": "frontend"})
+    assert pinner.admit(front) is None and "ns/clique/r" not in ext.reservations  # several shapes: one pod can't say
+    small = _pod("m-0", gang="m")
+    small["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "4"
+    assert pinner.admit(small) is not None
+    assert pinner.admit(_pod("m-1", gang="m")) is None  # 8 GPUs where the plan holds 4: gated, planned whole later
+    assert "ns/m-1" not in ext.reservations["ns/clique/m"].hosts
+    cold, _ = _extender()
+    for e in cold.state.synced.values():
+        e.clear()
+    assert Pinner(cold).admit(_pod("c-0", gang="c")) is None  # bound pods not known yet
+
+
 def test_an_admitted_reservation_is_kept_while_its_pods_are_not_in_the_watch_yet():
     ext, _ = _extender()
     Pinner(ext).admit(_pod("p-0"))
     ext.expire()
     assert "ns/clique/g" in ext.reservations
+    ext.reservations["ns/clique/g"].created -= ext.reservation_timeout_s + 1  # none reached bind in time
+    ext.expire()
+    assert "ns/clique/g" not in ext.reservations
 
 
 @given(st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=6))

@@ -36,9 +36,39 @@ def _tried() -> str:
     return f"no --kubeconfig, $KUBECONFIG unset, no {os.path.expanduser(os.path.join('~', '.kube', 'config'))}"
 
 
+def _environment_read_once(api) -> None:
+    """kubernetes_asyncio opens its aiohttp session with trust_env=True (kubernetes_asyncio 36.1.0
+    client/rest.py), so aiohttp looks up ~/.netrc and the proxy variables in a worker thread on every request
+    (aiohttp 3.14 client.py `_request`): two thread hand-offs per API call, which on a busy event loop (the
+    extender's Bindings) cost more than the request. The proxy for the API server is read from the environment
+    once, here, as aiohttp would (get_env_proxy_for_url: HTTPS_PROXY, NO_PROXY), and the per-request lookups are
+    switched off. A kubeconfig's proxy-url still wins; .netrc is not read (Kubernetes credentials come from the
+    kubeconfig or the service account)."""
+    from aiohttp.helpers import BasicAuth, get_env_proxy_for_url
+    from yarl import URL
+
+    rest = api.rest_client
+    if not rest.proxy:
+        try:
+            proxy, auth = get_env_proxy_for_url(URL(api.configuration.host))
+        except LookupError:  # none set, or NO_PROXY covers the API server
+            pass
+        else:
+            rest.proxy = str(proxy)
+            if isinstance(auth, BasicAuth):
+                rest.proxy_headers = {**(rest.proxy_headers or {}), "Proxy-Authorization": auth.encode()}
+    rest.pool_manager._trust_env = False  # an attribute aiohttp lists in ClientSession.ATTRS
+
+
 async def api_client(kubeconfig: str | None = None):
     """A kubernetes_asyncio ApiClient of its own Configuration (the library's default is left alone). Raises
     KubeConfigError when no configuration applies or the one found cannot be loaded."""
+    api = await _api_client(kubeconfig)
+    _environment_read_once(api)
+    return api
+
+
+async def _api_client(kubeconfig: str | None):
     from kubernetes_asyncio import config
     from kubernetes_asyncio.client import ApiClient, Configuration
 

@@ -37,9 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --gate-gangs on, the webhook plans a gang at its first member's creation and creates "
                         "every member already pinned to the planned domain, without the gate (one write per pod "
                         "fewer); gangs that one pod cannot describe (Grove, Volcano, PodGroups, roles, generated "
-                        "names) are gated as before (scheduler/extender/pinning.py, `created`). Only with ONE "
-                        "extender behind the webhook: replicas do not share reservations, so two could pin one "
-                        "gang's members to different domains")
+                        "names) are gated as before (scheduler/extender/pinning.py, `created`). Replicas do not share "
+                        "reservations: behind one webhook Service, run them with --follow-lease, so only the "
+                        "acting one pins and the others gate")
+    e.add_argument("--follow-lease", metavar="NAMESPACE/NAME",
+                   help="the Lease of this pod's kube-scheduler (its leaderElection resourceNamespace/resourceName): "
+                        "the extender releases gated gangs, recovers and restarts gangs and pins at creation only "
+                        "while that kube-scheduler holds it, so replicas never act twice (shipped: "
+                        "clique-system/clique-scheduler). Unset: it always acts (one replica)")
+    e.add_argument("--identity", help="with --follow-lease: the holder to match, as kube-scheduler writes it, "
+                                      "<IDENTITY>_<uuid> (default: this host's name, which a sidecar shares)")
     e.set_defaults(func=cmd_extender)
 
 
@@ -58,6 +65,15 @@ def cmd_extender(args: argparse.Namespace) -> int:
         if args.metrics_listen:
             mh, _, mp = args.metrics_listen.rpartition(":")
             metrics = (mh or "0.0.0.0", int(mp))
+        follow = None
+        if args.follow_lease:
+            ns, _, name = args.follow_lease.partition("/")
+            if not ns or not name or "/" in name:
+                raise ValueError(f"--follow-lease {args.follow_lease!r}: expected NAMESPACE/NAME, e.g. "
+                                 "clique-system/clique-scheduler")
+            follow = (ns, name)
+        elif args.identity:
+            raise ValueError("--identity is used only with --follow-lease")
         webhook = None
         if bool(args.webhook_listen) != bool(args.webhook_cert_dir):
             raise ValueError("--webhook-listen and --webhook-cert-dir go together")
@@ -72,7 +88,8 @@ def cmd_extender(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(args.kubeconfig, host or "127.0.0.1", port_n, levels, args.bind_timeout,
                           args.scheduler_name, metrics, max(args.reservation_timeout, args.bind_timeout), webhook,
-                          gate=args.gate_gangs == "on", pin_at_creation=args.pin_at_creation == "on"))
+                          gate=args.gate_gangs == "on", pin_at_creation=args.pin_at_creation == "on",
+                          follow_lease=follow, identity=args.identity))
     except KubeConfigError as exc:
         print(f"clique scheduler extender: {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,8 @@ class Reservation:
     leader_first: bool = False  # an LWS leader is bound alone first; its workers are created afterwards
     direct: bool = False  # bound by the gang recovery itself, not through kube-scheduler's bind calls
     admitted: bool = False  # planned at its first member's admission (pinning.Pinner.admit), before any pod exists
+    # reserved_usage, kept until a claim changes it: every plan sums the usage of every gang in flight (_held)
+    _usage: dict[str, Request] | None = field(default=None, repr=False, compare=False)
 
     @property
     def planned(self) -> int:
@@ -66,11 +68,15 @@ class Reservation:
                 self.unclaimed.pop(i)
                 self.hosts[key] = host
                 self.requests[key] = request
+                self._usage = None
                 return host
         return None
 
     def reserved_usage(self) -> dict[str, Request]:
-        """Resources held on each host for members not bound yet (all of them: binding is all at once)."""
+        """Resources held on each host for members not bound yet (all of them: binding is all at once). Only
+        `claim` changes the places, so the sum is kept until it does."""
+        if self._usage is not None:
+            return self._usage
         out: dict[str, list[int]] = {}
         places = [(h, self.requests[p]) for p, h in self.hosts.items()] + [
             (h, self.role_requests[r]) for r, h in self.unclaimed]
@@ -78,7 +84,8 @@ class Reservation:
             acc = out.setdefault(host, [0, 0, 0, 0])
             for i, v in enumerate(req):
                 acc[i] += v
-        return {h: (v[0], v[1], v[2], v[3]) for h, v in out.items()}
+        self._usage = {h: (v[0], v[1], v[2], v[3]) for h, v in out.items()}
+        return self._usage
 
 
 def reserved_total(reservations: Iterable[Reservation]) -> dict[str, Request]:

@@ -11,6 +11,7 @@ import signal
 from aiohttp import web
 
 from scheduler.extender import pinning, recovery
+from scheduler.extender.leadership import Leadership
 from scheduler.extender.service import Extender
 from scheduler.extender.state import ClusterState
 from topology.levels import Level
@@ -22,11 +23,14 @@ PROFILE_ENV = "CLIQUE_PROFILE"  # a file path: the extender profiles itself with
 async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Level, ...], bind_timeout_s: float,
                 scheduler_name: str, metrics_listen: tuple[str, int] | None = None,
                 reservation_timeout_s: float = 60.0, webhook: tuple[str, int, str] | None = None,
-                gate: bool = True, pin_at_creation: bool = True) -> None:
+                gate: bool = True, pin_at_creation: bool = True, follow_lease: tuple[str, str] | None = None,
+                identity: str | None = None) -> None:
     """Serve the verbs on host:port (keep it loopback: /bind binds pods) and, if given, only /metrics and the
     health endpoints on `metrics_listen`, for Prometheus and probes, and the admission webhook over TLS on
     `webhook` (host, port, certificate directory); `gate`: the webhook adds the scheduling gate of gated gangs;
-    `pin_at_creation`: it pins gangs at creation instead where one pod settles it (pinning.Pinner.admit)."""
+    `pin_at_creation`: it pins gangs at creation instead where one pod settles it (pinning.Pinner.admit);
+    `follow_lease` (namespace, name): it releases, recovers and pins gangs only while the kube-scheduler of this
+    pod (`identity`, default the hostname) holds that Lease (leadership.py)."""
     from clique.kubeclient import api_client
 
     api = await api_client(kubeconfig)  # KubeConfigError: the CLI says what to pass
@@ -39,6 +43,8 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     state = ClusterState(levels)
     extender = Extender(state, api, bind_timeout_s=bind_timeout_s, scheduler_name=scheduler_name,
                         reservation_timeout_s=reservation_timeout_s)
+    extender.leadership = Leadership(api, follow_lease, identity)
+    following = asyncio.create_task(extender.leadership.run())
     watches = asyncio.create_task(state.run(api))
     recovering = asyncio.create_task(recovery.run(extender))  # partly bound gangs, at start-up and on changes
     pins = pinning.Pinner(extender)  # shared: the webhook's pins at creation use its domain index
@@ -63,7 +69,10 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     if webhook:  # TLS, once its certificate files are there (admission.WebhookServer)
         from scheduler.extender.admission import WebhookServer, webhook_app
 
-        pin = pins.admit if gate and pin_at_creation else None
+        def pin_if_acting(pod: dict) -> list | None:  # a standby gates: the acting extender releases the gang
+            return pins.admit(pod) if extender.leadership.active() else None
+
+        pin = pin_if_acting if gate and pin_at_creation else None
         webhook_server = WebhookServer(webhook_app(scheduler_name, extender.metrics.registry, gate, pin), *webhook)
         webhook_task = asyncio.create_task(webhook_server.run())
     log.info("extender listening on http://%s:%d%s (levels: %s)", host, port,
@@ -76,6 +85,7 @@ async def serve(kubeconfig: str | None, host: str, port: int, levels: tuple[Leve
     await stop.wait()
     log.info("stopping")
     watches.cancel()
+    following.cancel()
     recovering.cancel()
     pinner.cancel()
     freezer.cancel()

@@ -403,5 +403,8 @@ async def run(extender: "Extender", interval_s: float = 0.05, pinner: Pinner | N
     pinner = pinner or Pinner(extender)
     await asyncio.gather(*(e.wait() for e in state.synced.values()))
     while True:
-        await pinner.tick()
+        acting = extender.leadership.active()  # a standby's gated gangs wait for it to lead (leadership.py)
+        extender.metrics.acting.set(int(acting))
+        if acting:
+            await pinner.tick()
         await asyncio.sleep(interval_s)

@@ -15,17 +15,20 @@ def start_extender(kubeconfig: Path, log: Path, preset: str = "generic-nvlink", 
                    levels: list[str] | None = None, env: dict[str, str] | None = None,
                    webhook_port: int | None = None,
                    webhook_cert_dir: Path | None = None, gate_gangs: bool = True,
-                   pin_at_creation: bool = True) -> tuple[subprocess.Popen, int]:
+                   pin_at_creation: bool = True, follow_lease: str | None = None,
+                   identity: str | None = None) -> tuple[subprocess.Popen, int]:
     """Start `clique scheduler extender` and wait until /readyz answers (its watches have synced). `levels`
     (node label keys, outermost first) overrides the preset; `env` adds environment variables (test hooks);
-    `webhook_port` with `webhook_cert_dir` (tls.crt, tls.key) also serves the admission webhook on 127.0.0.1."""
+    `webhook_port` with `webhook_cert_dir` (tls.crt, tls.key) also serves the admission webhook on 127.0.0.1;
+    `follow_lease` ("namespace/name") with `identity`: it acts only while that kube-scheduler leads (leadership.py)."""
     port = port or free_port()
     how = ["--levels", ",".join(levels)] if levels else ["--preset", preset]
     webhook = (["--webhook-listen", f"127.0.0.1:{webhook_port}", "--webhook-cert-dir", str(webhook_cert_dir),
                 "--gate-gangs", "on" if gate_gangs else "off", "--pin-at-creation", "on" if pin_at_creation else "off"]
                if webhook_port else [])
+    follow = (["--follow-lease", follow_lease] + (["--identity", identity] if identity else [])) if follow_lease else []
     proc = start_service(["scheduler", "extender", "--kubeconfig", str(kubeconfig), "--listen", f"127.0.0.1:{port}",
-                          *how, "--bind-timeout", str(bind_timeout_s), *webhook], log, port, "extender",
+                          *how, "--bind-timeout", str(bind_timeout_s), *webhook, *follow], log, port, "extender",
                          ready_timeout_s, env)
     return proc, port
 

@@ -38,6 +38,9 @@ async def run(extender: "Extender", interval_s: float = 0.2) -> None:
     next_health = 0.0
     while True:
         extender.expire()  # reservations past their deadline, or whose pods went away, even with no filter calls
+        if not extender.leadership.active():  # a standby never deletes or binds; the gangs it would look at
+            await asyncio.sleep(interval_s)  # stay touched until it leads (leadership.py)
+            continue
         touched = state.take_touched_gangs()
         health.observe(touched)
         # first: a broken gang is restarted, not completed; every watched gang each second (node trouble)

@@ -26,13 +26,14 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from scheduler.extender import preemption
 from scheduler.extender.binder import Binder
 from scheduler.extender.gangbook import (LeaderFirst, Live, Request, Reservation, gang_spec, gang_view, join_bound,
                                          leader_first, members_of, not_terminating, pod_key, reserved_total,
                                          split_group)
+from scheduler.extender.leadership import Leadership
 from scheduler.extender.nodefit import judges_labels, node_refusal
 from scheduler.extender.state import ClusterState
 from scheduler.extender.wire import (FilterResult, WireError, binding_result_json, parse_binding_args,
@@ -67,6 +68,9 @@ class Metrics:
                                     "nominated node alone, or more", ["scope"], registry=self.registry)
         self.recovered = Counter("clique_half_gangs_total", "Gangs found partly bound, by action", ["action"],
                                  registry=self.registry)
+        self.acting = Gauge("clique_extender_acting", "1 while this extender releases, recovers and pins gangs "
+                            "(its kube-scheduler holds the Lease it follows, or it follows none)",
+                            registry=self.registry)
 
 
 JUST_BOUND_S = 60.0
@@ -98,6 +102,8 @@ class Extender:
         self._objects: dict[str, tuple[GangObject, float]] = {}  # size object -> (what it says, read at)
         self._lws: dict[str, tuple[LeaderFirst | None, float]] = {}  # "ns/name" -> (how its groups start, read at)
         self.nominations: deque[tuple[str, str]] = deque(maxlen=1000)  # (pod, node) nominated, newest last
+        # whether this extender acts on its own (releases, recovery, pins at creation): leadership.py
+        self.leadership = Leadership()
         self._to_nominate: list[tuple[str, str]] = []  # nominations the current filter call sends as it answers
         self._served: dict[str, str] = {}  # gang source -> API version of its size object this server serves
         # pod key -> (node, uid, when): our Bindings the watch has not shown yet

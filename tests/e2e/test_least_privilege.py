@@ -260,7 +260,8 @@ def run(tmp_path_factory) -> Run:
         ca = mint_certs(work / "tls")
         hook_port = free_port()
         ext_proc, ext_port = start_extender(sched_kc, work / "extender.log", preset="gb200-nvl72", bind_timeout_s=8,
-                                            webhook_port=hook_port, webhook_cert_dir=work / "tls")
+                                            webhook_port=hook_port, webhook_cert_dir=work / "tls",
+                                            follow_lease=f"{SYSTEM}/clique-scheduler")
         procs = []
         exporter = SyntheticExporter()
         try:
@@ -467,7 +468,8 @@ def test_every_grant_of_the_shipped_roles_is_used_or_justified(run):
 def test_the_extender_needs_nothing_beyond_its_own_role(run):
     """The extender shares its ServiceAccount with kube-scheduler; clique:extender alone allows all it does, so
     it does not lean on system:kube-scheduler's grants (which could change with a Kubernetes release)."""
-    own = [g for g in run.grants(SCHEDULER_SA) if g.role == "ClusterRole/clique:extender"]
+    own = [g for g in run.grants(SCHEDULER_SA) if g.role == "ClusterRole/clique:extender"
+           or (g.role == f"Role/{SYSTEM}/clique-scheduler:leader-election" and g.rule.verbs == ("get",))]  # --follow-lease
     reqs = run.of(SCHEDULER_SA, "extender")
     assert reqs and not A.unexplained(own, reqs), [r.key() for r in A.unexplained(own, reqs)]
 

@@ -152,6 +152,29 @@ async def test_kubeconfig_is_found_like_kubectl_finds_it(no_cluster, tmp_path, m
         await api_client(None)
 
 
+async def test_the_proxy_is_read_from_the_environment_once_not_on_every_request(no_cluster, tmp_path, monkeypatch):
+    """aiohttp's trust_env looks up .netrc and the proxy in a worker thread per request; the client resolves
+    the API server's proxy once (HTTPS_PROXY, NO_PROXY as aiohttp reads them) and turns the lookups off."""
+    cfg = kubeconfig(tmp_path / "k.yaml", "https://api.example:6443")
+    for var in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+    async def rest():
+        api = await api_client(str(cfg))
+        try:
+            r = api.rest_client
+            return r.proxy, dict(r.proxy_headers or {}), r.pool_manager.trust_env
+        finally:
+            await api.close()
+
+    assert await rest() == (None, {}, False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@proxy.example:3128")
+    proxy, headers, trust = await rest()
+    assert proxy == "http://proxy.example:3128" and headers["Proxy-Authorization"].startswith("Basic ") and not trust
+    monkeypatch.setenv("NO_PROXY", "api.example")
+    assert await rest() == (None, {}, False)
+
+
 async def test_a_bad_kubeconfig_is_one_line_naming_the_file(no_cluster, tmp_path):
     with pytest.raises(KubeConfigError, match="--kubeconfig .*nowhere.yaml: no such file"):
         await api_client(str(tmp_path / "nowhere.yaml"))

@@ -85,7 +85,8 @@ class Leadership:
             self._was = is_active
         return is_active
 
-    async def read(self) -> None:
+    async def read(self) -> bool:
+        """Read the Lease once; False when it does not exist."""
         from kubernetes_asyncio import client
         from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -94,29 +95,37 @@ class Leadership:
         try:
             obj = await client.CoordinationV1Api(self.api).read_namespaced_lease(name, namespace)
         except ApiException as exc:
+            if exc.status == 403:
+                raise PermissionError(f"forbidden: grant get on coordination.k8s.io leases/{name} in {namespace} "
+                                      "(manifests/scheduler/rbac.yaml, Role clique-scheduler:leader-election)") from None
             if exc.status != 404:
                 raise
             self.follower.observe(None, self.clock())
-            return
+            return False
         spec = obj.spec
         renewed = spec.renew_time or spec.acquire_time
         self.follower.observe(Record(spec.holder_identity, float(spec.lease_duration_seconds or 15),
                                      renewed.isoformat() if renewed is not None else None), self.clock())
+        return True
 
     async def run(self, poll_s: float = POLL_S) -> None:
         if self.lease is None:
             return
-        failures = 0
+        failures = missing = 0
         while True:
             try:
-                await self.read()
+                missing = 0 if await self.read() else missing + 1
                 failures = 0
+                if missing in (10, 100) or (missing and missing % 1000 == 0):  # 20 s, then rarely
+                    log.warning("Lease %s/%s does not exist after %.0fs: is kube-scheduler's leaderElection on, with "
+                                "this resourceNamespace/resourceName? Until its kube-scheduler holds it, this extender "
+                                "releases, recovers and pins no gangs", *self.lease, missing * poll_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep the last view; it expires by itself
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:
-                    log.warning("Lease %s/%s not readable (%s, %d in a row); acting on the last view until it "
-                                "expires", *self.lease, exc, failures)
+                    log.warning("Lease %s/%s not readable (%s; %d in a row): acting on the last view until it "
+                                "expires, then releasing, recovering and pinning no gangs", *self.lease, exc, failures)
             self.active()  # logs a change of role as soon as it is seen
             await asyncio.sleep(poll_s)

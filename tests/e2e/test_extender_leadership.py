@@ -8,6 +8,7 @@ two namespaces and a Lease, removed or left to the session's control plane at th
 from __future__ import annotations
 
 import socket
+import subprocess
 import urllib.request
 import uuid
 
@@ -68,7 +69,8 @@ def pair(control_plane, tmp_path_factory):
         probe = gang_pod("probe", "probe", 4, pool=prefix)
         with opted_in_namespaces(control_plane, api, hook, ca.read_bytes(), "lead", probe) as (on, _):
             yield {"core": client.CoreV1Api(api), "ns": on, "pool": prefix, "domain": domain,
-                   "standby": standby_port, "acting": acting_port}
+                   "standby": standby_port, "acting": acting_port, "lease_ns": lease_ns, "cfg": cfg,
+                   "coord": coord, "work": work}
     finally:
         control_plane.stop_component("clique-scheduler")
         stop_extender(standby)
@@ -101,3 +103,47 @@ def test_a_standby_with_pinning_on_gates_and_the_acting_extender_releases_the_ga
     assert len(hosts) == 3 and len({domain[h] for h in hosts}) == 1
     assert _counter(pair["acting"], "pinned") == before["acting"] + 1
     assert _counter(pair["standby"], "pinned") == before["standby"]  # the standby never released it
+
+
+def test_when_the_leading_kube_scheduler_stops_the_other_takes_the_lease_and_its_extender_acts_and_pins(
+        pair, control_plane):
+    """A second kube-scheduler whose hostname is the standby's identity (its own UTS namespace, as a second pod
+    has), beside the standby extender; the first kube-scheduler stops and releases the Lease (ReleaseOnCancel,
+    k8s.io/kubernetes v1.37.2 cmd/kube-scheduler/app/options/options.go): the standby's kube-scheduler leads,
+    its extender acts (its webhook now pins at creation) and the other extender stops acting. Runs last here."""
+    from simulations.controlplane.build import ensure_binaries
+
+    probe = subprocess.run(["unshare", "--uts", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"a UTS namespace for the second kube-scheduler's hostname is not permitted here: {probe.stderr}")
+    wrapper = pair["work"] / "kube-scheduler-standby-host"
+    wrapper.write_text("#!/bin/sh\n# kube-scheduler with the hostname standby-host (its leader-election identity)\n"
+                       f"exec unshare --uts sh -c 'hostname standby-host && exec \"$0\" \"$@\"' "
+                       f"{ensure_binaries().kube_scheduler} \"$@\"\n")
+    wrapper.chmod(0o755)
+    core, coord, ns, domain = pair["core"], pair["coord"], pair["ns"], pair["domain"]
+    cfg = {**pair["cfg"], "extenders": [{**pair["cfg"]["extenders"][0],
+                                         "urlPrefix": f"http://127.0.0.1:{pair['standby']}"}]}
+    try:
+        control_plane.start_scheduler(cfg, binary=wrapper, name="clique-scheduler-b")
+        holder = lambda: coord.read_namespaced_lease(LEASE, pair["lease_ns"]).spec.holder_identity or ""  # noqa: E731
+        assert holder().startswith(socket.gethostname() + "_")  # the first still leads: the second waits
+        assert _acting(pair["standby"]) == 0
+        control_plane.stop_component("clique-scheduler")
+        wait_for(lambda: holder().startswith("standby-host_"), 30, "the second kube-scheduler to take the Lease")
+        wait_for(lambda: _acting(pair["standby"]) == 1 and _acting(pair["acting"]) == 0, 30,
+                 "the extenders to swap roles")
+        gang = f"f{uuid.uuid4().hex[:5]}"
+        created = [core.create_namespaced_pod(ns, gang_pod(f"{gang}-{i}", gang, 3, pool=pair["pool"]))
+                   for i in range(3)]
+        assert [_gates(p) for p in created] == [[], [], []]  # its webhook pins now instead of gating
+        assert all(PINNED in (p.metadata.annotations or {}) for p in created)
+
+        def bound():
+            pods = core.list_namespaced_pod(ns, label_selector=f"gang={gang}").items
+            return {p.spec.node_name for p in pods} if all(p.spec.node_name for p in pods) else None
+
+        hosts = wait_for(bound, 30, "the gang bound by the new leader")
+        assert len(hosts) == 3 and len({domain[h] for h in hosts}) == 1
+    finally:
+        control_plane.stop_component("clique-scheduler-b")

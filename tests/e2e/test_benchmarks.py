@@ -34,6 +34,9 @@ def test_bench_extender_binds_every_gang_through_the_real_api():
     # the extender's CPU per request, for every verb it serves (the release is the extender's own loop)
     assert all((r["cpu_ms"] is None) == (r["verb"] == "release") for r in result["results"])
     assert all(r["cpu_ms"] >= 0 for r in result["results"] if r["cpu_ms"] is not None)
+    # the gated filters as the extender's own histogram saw them: exactly the 3 gangs' 12 calls
+    inside = next(r for r in result["results"] if r["verb"] == "filter-gated")["inside_extender"]
+    assert inside["requests"] == 12 and 0 <= inside["over_5ms"] <= 1 and inside["p99_le_ms"] > 0
 
 
 def test_bench_e2e_compares_the_schedulers_with_no_partial_gangs_and_says_where_the_time_goes():

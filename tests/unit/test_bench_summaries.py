@@ -1,5 +1,6 @@
-"""`clique bench e2e --rounds N` (simulations/bench_e2e.py): the phases alternate their order round by round, and
-each Clique mode is compared with stock within the same round."""
+"""Summaries of the benchmarks: `clique bench e2e --rounds N` (simulations/bench_e2e.py) alternates the phases' order
+round by round and compares each Clique mode with stock within the same round; `clique bench extender` reads the
+extender's own latency histogram (scheduler/extender/bench.py)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,13 @@ def test_shares_are_taken_within_a_round_and_their_median_reported():
     assert s["clique-webhook"]["share_of_stock"] == [0.96, 0.832, 1.0]
     assert s["clique-webhook"]["share_of_stock_median"] == 0.96
     assert "share_of_stock" not in summary([r for r in rows if r["scheduler"] != "stock"])["clique-webhook"]
+
+
+def test_the_extenders_own_histogram_gives_a_bound_on_p99_and_the_share_over_5_ms():
+    from scheduler.extender.bench import server_side
+
+    inf = float("inf")
+    before = {0.001: 10, 0.0025: 20, 0.005: 30, 0.01: 30, inf: 30}
+    after = {0.001: 60, 0.0025: 200, 0.005: 226, 0.01: 229, inf: 230}  # 200 more: 196 within 5 ms, 1 over 10 ms
+    assert server_side(before, after) == {"requests": 200, "p99_le_ms": 10.0, "over_5ms": 0.02}
+    assert server_side(after, after) == {"requests": 0, "p99_le_ms": None, "over_5ms": None}

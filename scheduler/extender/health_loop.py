@@ -70,6 +70,18 @@ class GangHealth:
         self.losses.setdefault(gang.key, []).append(Loss(pod_key(pod), uid, spec["nodeName"], utcnow(), how, detail))
         self.watched.add(gang.key)
 
+    def forget_all(self) -> None:
+        """Drop everything seen so far (a standby extender: leadership.py). A standby never looks, so the losses it
+        records are never settled, and the acting extender's own restarts would look like losses to it. It takes
+        over as a restarted extender starts: from what the API shows (see the module docstring)."""
+        self.watched.clear()
+        self.losses.clear()
+        self.short_since.clear()
+        self.node_missing_since.clear()
+        self.broken.clear()
+        self.nodes_of.clear()
+        self.last_restart.clear()
+
     def observe(self, touched: set[str]) -> None:
         # A pod that is a gang of its own is never watched (_look would forget it at once): `watched` stays the
         # size of the gangs, not of every pod (2 MiB at 50,000 pods, and a set never shrinks).

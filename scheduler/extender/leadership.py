@@ -6,7 +6,13 @@ completes and restarts gangs (recovery.run, health_loop) and, with --pin-at-crea
 admission webhook. Two sidecars doing that at once would plan one gang twice and pin its members to different
 domains, and the standby's reservations are never used by a bind. So with `--follow-lease NAMESPACE/NAME` an
 extender does those things only while its own kube-scheduler holds that Lease; its webhook still routes and
-gates (the gate is always safe: the acting extender releases the gang).
+gates (the gate is always safe: the acting extender releases the gang). A standby keeps nothing of what it saw
+(gang health's losses, touched gangs) and takes over as a restarted extender starts.
+
+How far apart: each extender learns of a change of holder at its next read (every POLL_S), so around a handover
+the old and the new acting extender may overlap by up to one poll. A release twice is refused by its patch's
+test of the gate, a Binding twice by the API; a gang pinned at creation in that window could be reserved by
+both. A holder that stops renewing stops its extender a poll before the lease could pass to another.
 
 Whose Lease it is: kube-scheduler's leader-election identity is `<hostname>_<uuid>` (k8s.io/kubernetes v1.37.2
 cmd/kube-scheduler/app/options/options.go, makeLeaderElectionConfig), and the sidecar shares its pod's hostname.
@@ -56,9 +62,13 @@ class Follower:
         if record != self.record:
             self.record, self.changed_at = record, now
 
-    def active(self, now: float) -> bool:
+    def active(self, now: float, margin_s: float = 0.0) -> bool:
+        """Ours, and seen changing within the lease duration less `margin_s`: the next holder's own clock may have
+        seen the last renewal up to one poll earlier, so this extender stops acting a poll before it could take
+        over (leadership.Leadership passes POLL_S)."""
         r = self.record
-        return (r is not None and holds(r.holder, self.identity) and now - self.changed_at < r.duration_s)
+        return (r is not None and holds(r.holder, self.identity)
+                and now - self.changed_at < max(r.duration_s - margin_s, r.duration_s / 2))
 
 
 class Leadership:
@@ -71,18 +81,19 @@ class Leadership:
         self.api, self.lease = api, lease
         self.follower = Follower(identity or socket.gethostname())
         self.clock = clock or time.monotonic
-        self._was: bool | None = None
+        self._was: tuple[bool, str | None] | None = None  # (acting, holder) last logged
 
     def active(self) -> bool:
         if self.lease is None:
             return True
         now = self.clock()
-        is_active = self.follower.active(now)
-        if is_active != self._was:
-            r = self.follower.record
+        is_active = self.follower.active(now, POLL_S)
+        r = self.follower.record
+        seen = (is_active, r.holder if r else None)
+        if seen != self._was:  # a change of role, or of holder
             log.info("extender %s: its kube-scheduler %s the Lease %s/%s (holder %s)", self.follower.identity,
-                     "holds" if is_active else "does not hold", *self.lease, r.holder if r else "none")
-            self._was = is_active
+                     "holds" if is_active else "does not hold", *self.lease, seen[1] or "none")
+            self._was = seen
         return is_active
 
     async def read(self) -> bool:

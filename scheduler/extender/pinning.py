@@ -407,4 +407,6 @@ async def run(extender: "Extender", interval_s: float = 0.05, pinner: Pinner | N
         extender.metrics.acting.set(int(acting))
         if acting:
             await pinner.tick()
+        else:  # kept for the takeover, but only gangs that still have pods (a standby may wait for weeks)
+            state.gated_gangs.intersection_update(state.gang_index)
         await asyncio.sleep(interval_s)

@@ -36,12 +36,21 @@ async def run(extender: "Extender", interval_s: float = 0.2) -> None:
     health = GangHealth(extender)  # bound gangs broken by a lost member or node: restarted whole (health_loop.py)
     await asyncio.gather(*(e.wait() for e in state.synced.values()))
     next_health = 0.0
+    acting = False
     while True:
         extender.expire()  # reservations past their deadline, or whose pods went away, even with no filter calls
-        if not extender.leadership.active():  # a standby never deletes or binds; the gangs it would look at
-            await asyncio.sleep(interval_s)  # stay touched until it leads (leadership.py)
+        if not extender.leadership.active():
+            # a standby never deletes or binds (leadership.py), and keeps nothing of what it saw: it takes over as
+            # a restarted extender starts, looking at every gang afresh
+            acting = False
+            state.take_touched_gangs()
+            health.forget_all()
+            await asyncio.sleep(interval_s)
             continue
         touched = state.take_touched_gangs()
+        if not acting:  # just started, or just took over: every gang, as after the watches' first lists
+            touched |= set(state.gang_index)
+            acting = True
         health.observe(touched)
         # first: a broken gang is restarted, not completed; every watched gang each second (node trouble)
         if time.monotonic() >= next_health:
@@ -49,7 +58,9 @@ async def run(extender: "Extender", interval_s: float = 0.2) -> None:
             next_health = time.monotonic() + HEALTH_INTERVAL_S
         elif touched:
             await health.tick(touched)
-        for gang_key in sorted(touched):
+        for i, gang_key in enumerate(sorted(touched)):
+            if i and i % 100 == 0:
+                await asyncio.sleep(0)  # a look at thousands of gangs (start-up, a takeover) must not hold the verbs
             try:
                 await recover_gang(extender, gang_key)
             except asyncio.CancelledError:

@@ -540,6 +540,7 @@ class Extender:
                 return binding_result_json(err)
             self.note_bound(key, args.node, args.pod_uid)
             del res.hosts[key], res.requests[key]
+            res._usage = None  # its usage no longer counts the bound leader (the watch does)
             res.leader_first, res.created = False, time.monotonic()
             log.info("bound leader %s of gang %s on %s; %d worker place(s) held for %.0fs", key, res.gang.key,
                      args.node, res.planned, self.reservation_timeout_s)

@@ -80,6 +80,10 @@ def pair(control_plane, tmp_path_factory):
 
 
 def test_only_the_extender_beside_the_lease_holder_acts(pair):
+    # the standby read the Lease and judged it held by another (its gauge alone starts at 0 before any read)
+    said = wait_for(lambda: "holder " + socket.gethostname() + "_" in (log := (pair["work"] / "standby.log")
+                                                                      .read_text()) and log, 30, "the standby's view")
+    assert "extender standby-host: its kube-scheduler does not hold the Lease" in said
     assert _acting(pair["standby"]) == 0 and _acting(pair["acting"]) == 1
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scheduler.cli import register
 from scheduler.extender import pinning
 from scheduler.extender.leadership import Follower, Leadership, Record, holds
-from tests.unit.test_pin_at_creation import _extender
+from tests.unit.test_pin_at_creation import _extender, _pod
 
 
 def test_the_holder_is_this_pods_kube_scheduler_by_hostname_then_underscore():
@@ -79,11 +79,14 @@ def test_acting_always_means_our_holder_seen_changing_within_its_duration(reads)
 
 def test_a_standbys_pinning_loop_releases_nothing_and_keeps_its_gangs_for_later():
     ext, _ = _extender()
-    ticks = []
+    ext.state._set_pods([_pod("g-0", gang="g", gates=(pinning.GATE,))])
+    ext.state.gated_gangs.add("ns/clique/gone")  # a gang whose pods went away while it waited
+    ticks, taken = [], []
 
     class Counting(pinning.Pinner):
         async def tick(self) -> None:
             ticks.append(ext.leadership.active())
+            taken.append(ext.state.take_gated())
 
     ext.leadership = Leadership(lease=("ns", "l"), identity="me", clock=lambda: 1.0)
 
@@ -91,12 +94,14 @@ def test_a_standbys_pinning_loop_releases_nothing_and_keeps_its_gangs_for_later(
         task = asyncio.create_task(pinning.run(ext, interval_s=0.001, pinner=Counting(ext)))
         await asyncio.sleep(0.05)
         assert ticks == [] and ext.metrics.acting._value.get() == 0
+        assert ext.state.gated_gangs == {"ns/clique/g"}  # kept for the takeover; the gone gang dropped
         ext.leadership.follower.observe(_rec("me_1", "t"), 1.0)
         await asyncio.sleep(0.05)
         task.cancel()
 
     asyncio.run(go())
     assert ticks and all(ticks) and ext.metrics.acting._value.get() == 1
+    assert taken[0] == {"ns/clique/g"}  # the first tick as the acting extender releases what waited
 
 
 def test_follow_lease_needs_a_namespace_and_a_name_and_identity_needs_follow_lease(capsys):
@@ -110,3 +115,56 @@ def test_follow_lease_needs_a_namespace_and_a_name_and_identity_needs_follow_lea
         args = parser.parse_args(["scheduler", "extender", *argv])
         assert args.func(args) == 2
         assert says in capsys.readouterr().err
+
+
+def test_acting_stops_a_poll_before_the_lease_could_pass_to_another_holder():
+    f = Follower("me")
+    f.observe(_rec("me_2", "t1"), 0.0)
+    assert f.active(12.9, margin_s=2.0) and not f.active(13.0, margin_s=2.0)
+    assert f.active(14.9) and not f.active(15.0)  # no margin: the lease duration itself
+    f.observe(_rec("me_2", "t2", duration=2), 20.0)
+    assert f.active(20.9, margin_s=2.0) and not f.active(21.0, margin_s=2.0)  # never below half the duration
+
+
+def test_a_standby_keeps_no_gang_losses_and_at_takeover_looks_at_every_gang(monkeypatch):
+    """A standby's gang health never looks, so losses it recorded (the acting extender's own restarts among them)
+    would be settled by nobody and restart healthy gangs at its takeover: it keeps none, and on taking over looks at
+    every gang, as a restarted extender does."""
+    from scheduler.extender import recovery
+    from scheduler.extender.gang_health import Loss, utcnow
+
+    ext, _ = _extender()
+    bound = {**_pod("b-0", gang="b", size=1), "spec": {**_pod("b-0")["spec"], "nodeName": "u-0"}}
+    ext.state._set_pods([_pod("g-0", gang="g"), _pod("g-1", gang="g"), bound])
+    ext.leadership = Leadership(lease=("ns", "l"), identity="me", clock=lambda: 1.0)
+    healths, looked, losses_at_takeover = [], [], []
+
+    class Seen(recovery.GangHealth):
+        def __init__(self, extender):
+            super().__init__(extender)
+            healths.append(self)
+
+        async def tick(self, only=None):
+            if ext.leadership.active() and not losses_at_takeover:
+                losses_at_takeover.append(dict(self.losses))
+
+    async def record(extender, key):
+        looked.append(key)
+
+    monkeypatch.setattr(recovery, "GangHealth", Seen)
+    monkeypatch.setattr(recovery, "recover_gang", record)
+
+    async def go():
+        task = asyncio.create_task(recovery.run(ext, interval_s=0.001))
+        await asyncio.sleep(0.02)
+        # a loss seen while standby (e.g. the acting extender restarting a gang): never settled by a look
+        healths[0].losses["ns/g"] = [Loss("ns/g-0", "u0", "u-0", utcnow(), "deleted")]
+        await asyncio.sleep(0.02)
+        assert looked == [] and healths[0].losses == {}
+        ext.leadership.follower.observe(_rec("me_1", "t"), 1.0)
+        await asyncio.sleep(0.02)
+        task.cancel()
+
+    asyncio.run(go())
+    assert losses_at_takeover == [{}]
+    assert set(ext.state.gang_index) <= set(looked)  # every gang, not only those touched since

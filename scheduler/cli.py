@@ -43,8 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--follow-lease", metavar="NAMESPACE/NAME",
                    help="the Lease of this pod's kube-scheduler (its leaderElection resourceNamespace/resourceName): "
                         "the extender releases gated gangs, recovers and restarts gangs and pins at creation only "
-                        "while that kube-scheduler holds it, so replicas do not act side by side (at most one poll, 2 s, around a handover; shipped: "
-                        "clique-system/clique-scheduler). Unset: it always acts (one replica)")
+                        "while that kube-scheduler holds it, so replicas do not act side by side (at most one poll, "
+                        "2 s, around a handover; shipped: clique-system/clique-scheduler). Unset: it always acts "
+                        "(one replica)")
     e.add_argument("--identity", help="with --follow-lease: the holder to match, as kube-scheduler writes it, "
                                       "<IDENTITY>_<uuid> (default: this host's name, which a sidecar shares)")
     e.set_defaults(func=cmd_extender)

@@ -525,11 +525,14 @@ class Extender:
             log.warning("bind refused: %s", refusal)
             return binding_result_json(refusal)
         if res is None or res.gang.source == "single":
-            if res is not None:
-                self.reservations.pop(res.gang.key, None)
+            # the place stays reserved while the Binding is on its way and counts as just bound once it is made:
+            # released before, the host looked free to a plan made meanwhile (the pinner's, planning a gang
+            # on this very host 7 ms later; kube-scheduler's filters then refused the gang's pinned member)
             err = await self.binder.bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
             if not err:
                 self.note_bound(key, args.node, args.pod_uid)
+            if res is not None and self.reservations.get(res.gang.key) is res:
+                self.reservations.pop(res.gang.key, None)
             return binding_result_json(err)
         if res.leader_first and recognize(self.state.pods.get(key) or {}).role == "leader":
             # LWS creates this group's workers only once the leader is placed (or Ready): bind it alone; the

@@ -197,3 +197,30 @@ async def test_gang_members_preempt_nothing_and_single_pods_never_take_a_gang_me
     assert (await ext.preempt({"Pod": gang_pod, "NodeNameToMetaVictims": victims})) == {"NodeNameToMetaVictims": {}}
     single = await ext.preempt({"Pod": _pod("solo"), "NodeNameToMetaVictims": victims})
     assert single == {"NodeNameToMetaVictims": {names[1]: {"Pods": [{"UID": "low-uid"}], "NumPDBViolations": 0}}}
+
+
+async def test_a_single_pods_place_stays_held_while_its_binding_is_on_its_way():
+    """A plan made while a single pod's Binding is in flight must not use that pod's place (it did: the
+    reservation was dropped before the Binding, and the pinner planned a gang on the same host 7 ms later)."""
+    import asyncio
+
+    ext, names = _extender(hosts=2)
+    solo, other = _pod("solo"), _pod("other")
+    other["metadata"]["uid"] = "u2"
+    ext.state._set_pods([solo, other])
+    host = ext._filter(solo, names).node_names[0]
+    sent, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_bind(ns: str, name: str, uid: str, node: str) -> str:
+        sent.set()
+        await release.wait()
+        return ""
+
+    ext.binder.bind = slow_bind
+    binding = asyncio.create_task(ext.bind({"PodName": "solo", "PodNamespace": "default", "PodUID": "u1",
+                                            "Node": host}))
+    await sent.wait()
+    assert ext._filter(other, names).node_names == [n for n in names if n != host], "planned on a host being bound"
+    release.set()
+    assert (await binding)["Error"] == ""
+    assert "default/solo" in ext.just_bound() and ext.reservations.get("default/single/solo") is None

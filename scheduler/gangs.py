@@ -30,6 +30,11 @@ GANG_SIZE = "clique.dev/gang-size"
 ROLE = "clique.dev/role"
 TOPOLOGY_REQUIRED = "clique.dev/topology-required"
 TOPOLOGY_PREFERRED = "clique.dev/topology-preferred"
+# How long a gated gang whose only places now would split its preferred domain waits for a place inside one, as
+# Slurm's `--switches=count@max-time` waits for fewer leaf switches (slurm.schedmd.com/topology.html, "Tree
+# Topology"). A duration: "90", "90s", "5m" or "1h". Absent or 0: placed at once, split (the default).
+TOPOLOGY_PREFERRED_WAIT = "clique.dev/topology-preferred-wait"
+MAX_PREFERRED_WAIT_S = 24 * 3600
 LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
 LWS_GROUP = "leaderworkerset.sigs.k8s.io/group-index"
 LWS_WORKER = "leaderworkerset.sigs.k8s.io/worker-index"
@@ -151,6 +156,24 @@ def recognize(pod: Mapping[str, Any], sizes: Mapping[str, int] | None = None,
         return ref(f"{owner['name']}-g{ordinal // size}", "statefulset", size,
                    "leader" if ordinal % size == 0 else "worker")
     return GangRef(ns, name, "single", 1, "pod", req, pref)
+
+
+def preferred_wait_s(pod: Mapping[str, Any]) -> tuple[float, str | None]:
+    """The seconds a gang may wait for a place inside one preferred domain (TOPOLOGY_PREFERRED_WAIT, on the pod's
+    annotations or labels), and a sentence saying what is wrong with a value that cannot be read (then 0)."""
+    _, name, labels, ann = _meta(pod)
+    value = {**labels, **ann}.get(TOPOLOGY_PREFERRED_WAIT)
+    if value is None:
+        return 0.0, None
+    m = re.fullmatch(r"\s*([0-9]{1,9})\s*([smh]?)\s*", value) if isinstance(value, str) else None
+    if m is None:
+        return 0.0, (f"pod {name}: {TOPOLOGY_PREFERRED_WAIT}={value!r} is not a duration; write seconds, or a "
+                     "number with s, m or h (e.g. 90s, 5m); the gang is placed without waiting")
+    seconds = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if seconds > MAX_PREFERRED_WAIT_S:
+        return 0.0, (f"pod {name}: {TOPOLOGY_PREFERRED_WAIT}={value!r} is over 24h; the gang is placed without "
+                     "waiting")
+    return float(seconds), None
 
 
 @dataclass(frozen=True)

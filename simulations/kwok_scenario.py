@@ -19,6 +19,11 @@ real Kueue manager and its queues); creates and deletes pods.
            finalizer, the Workload finished, its quota freed, the requeue, admission, TAS ungating, the bind;
            5-8 s real on this machine), so its jumps wait at least KUEUE_PENDING_GRACE_S. The run ends at the
            last arrival, as the offline simulator's does: what waits then is counted as not placed.
+    gated  (`gated`, timed only) clique's namespace is opted in to the shipped admission webhook: gangs are gated,
+           planned once complete and pinned (scheduler/extender/pinning.py), as the recommended configuration runs.
+           A gated gang that waits never becomes Unschedulable; the extender's Events on it (GangUnschedulable, or
+           GangWaiting while it holds for one preferred domain, `preferred_wait_s`) are its rejection signal,
+           and a jump waits GATED_PENDING_GRACE_S while such gangs wait.
 
 Every number comes from a watch on the scenario's pods (spec.nodeName, the PodScheduled condition) and from
 the Node objects, not from the scheduler's own view. The same run also plays the workload through the
@@ -38,7 +43,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from scheduler.extender.pinning import RETRY_S, SETTLE_S
 from scheduler.extender.service import GANG_INCOMPLETE
+from scheduler.gangs import TOPOLOGY_PREFERRED_WAIT
 from scheduler.placement.types import Gang, Snapshot
 from simulations.controlplane.watching import WatchThread
 from simulations.workloads import Arrival
@@ -52,6 +59,12 @@ OFFLINE_TWIN = {"clique": "clique", "stock": "default-spread", "kueue-tas": "kue
 KUEUE_PENDING_GRACE_S = 10.0  # timed kueue-tas: see the module docstring
 SCHEDULER_NAME = {"clique": "clique-scheduler", "stock": "default-scheduler", "kueue-tas": "default-scheduler"}
 GATED_REASON = "SchedulingGated"  # k8s.io/api core/v1 PodReasonSchedulingGated: gated, not rejected
+# gated (--gated): the extender's Events on a gated gang that waits for room (its plan found none, or it holds for
+# one preferred domain: pinning.py); the scenario's rejection signal, as the Workload's is for Kueue
+GATED_WAIT_REASONS = ("GangUnschedulable", "GangWaiting")
+# gated: after a departure the pinner tries a waiting gang again within RETRY_S and commits a split plan after
+# SETTLE_S of quiet; a jump waits that long and one second more for the release and bind
+GATED_PENDING_GRACE_S = RETRY_S + SETTLE_S + 1.0
 
 
 # ----------------------------------------------------------------------------------------------- pure parts
@@ -86,10 +99,11 @@ class PodPlan:
 
 
 def gang_pods(index: int, gang: Gang, scheduler: str, scenario: str,
-              level_label: dict[str, str] | None = None) -> list[PodPlan]:
+              level_label: dict[str, str] | None = None, preferred_wait: str | None = None) -> list[PodPlan]:
     """The pods of a gang as the user would write them: Clique's gang annotations when there is more than one
     pod (the stock scheduler ignores them), requests from the roles. Topology levels are written as node label
-    keys (`level_label` maps level names to them), which any extender configuration understands."""
+    keys (`level_label` maps level names to them), which any extender configuration understands.
+    `preferred_wait`: the value of clique.dev/topology-preferred-wait on gangs with a preferred level."""
     key = lambda lv: (level_label or {}).get(lv, lv)  # noqa: E731
     pods = []
     size = gang.pod_count
@@ -112,6 +126,8 @@ def gang_pods(index: int, gang: Gang, scheduler: str, scenario: str,
                     annotations["clique.dev/topology-required"] = key(gang.required_level)
                 if gang.preferred_level:
                     annotations["clique.dev/topology-preferred"] = key(gang.preferred_level)
+                    if preferred_wait:
+                        annotations[TOPOLOGY_PREFERRED_WAIT] = preferred_wait
             manifest = {
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": name, "labels": {SCENARIO: scenario, SIM_GANG: _dns(gang.name)},
@@ -172,8 +188,10 @@ class PodObserver(WatchThread):
         with self._lock:
             self.expected[name] = gpus
 
-    def reject(self, pods: Sequence[str], reason: str, kind: str, reserved: frozenset[str]) -> None:
-        """A rejection that another object reports for these pods (Kueue's Workload, kueue_fill.py)."""
+    def reject(self, pods: Sequence[str], reason: str, kind: str, reserved: frozenset[str] | None,
+               signal: str = "workload") -> None:
+        """A rejection that another object reports for these pods (Kueue's Workload, kueue_fill.py; `signal`
+        "event": the extender's Event on a gated gang, gated_wait)."""
         now = time.monotonic()
         with self._lock:
             for name in pods:
@@ -185,7 +203,7 @@ class PodObserver(WatchThread):
                     self.events.put(("failed", name, now))
             if self.first_failure is None and pods:
                 self.first_failure = FirstFailure(pods[0], reason[:300], self.bound_gpus, dict(self.used),
-                                                  signal="workload", kind=kind, reserved=reserved,
+                                                  signal=signal, kind=kind, reserved=reserved,
                                                   bound_pods=self._bound_pods())
 
     def _bound_pods(self) -> int:
@@ -243,6 +261,43 @@ class PodObserver(WatchThread):
                     self.events.put(("failed", name, now))
 
 
+def gated_wait(event: dict) -> tuple[str, str, str] | None:
+    """(pod, reason, message) when a core/v1 Event is the extender's word that a gated gang waits for room or for
+    one preferred domain (not a gang still being created: its members arrive within moments)."""
+    obj = event.get("involvedObject") or {}
+    reason, message = event.get("reason"), event.get("message") or ""
+    if obj.get("kind") != "Pod" or reason not in GATED_WAIT_REASONS or GANG_INCOMPLETE in message:
+        return None
+    return obj.get("name") or "", reason, message
+
+
+class GatedWaitObserver(WatchThread):
+    """Watches one namespace's Events (raw JSON) and calls `on_wait(pod, reason, message)` for each the extender
+    sends about a gated gang that waits (gated_wait): such pods never become Unschedulable, so this is what tells
+    the driver that they wait for a departure (as Kueue's Workload condition does for its pods)."""
+
+    def __init__(self, api_client: Any, namespace: str, on_wait: Callable[[str, str, str], None]) -> None:
+        self.api_client, self.namespace, self.on_wait = api_client, namespace, on_wait
+        super().__init__("gated-wait-observer")
+
+    def _run(self) -> None:
+        from kubernetes import client
+
+        from simulations.controlplane.watching import list_and_watch
+
+        core = client.CoreV1Api(self.api_client)
+        list_and_watch(
+            lambda: self.api_client.sanitize_for_serialization(core.list_namespaced_event(self.namespace)),
+            lambda rv: core.list_namespaced_event(self.namespace, watch=True, resource_version=rv,
+                                                  allow_watch_bookmarks=True, timeout_seconds=5, _preload_content=False),
+            self._apply, self._stop, self.errors, "event")
+
+    def _apply(self, typ: str, obj: dict) -> None:
+        seen = gated_wait(obj) if typ == "ADDED" else None
+        if seen:
+            self.on_wait(*seen)
+
+
 # ----------------------------------------------------------------------------------------------- a run
 @dataclass
 class KwokResult:
@@ -270,12 +325,13 @@ class KwokResult:
     # domain had enough free hosts for it when its first pod was bound (split_gang_diagnostics)
     split_gangs: dict[str, dict] = field(default_factory=dict)
     waits_s: list[float] = field(default_factory=list)  # trace seconds
+    gang_waits_s: dict[str, float] = field(default_factory=dict)  # timed: placed gang -> trace seconds it waited
     bind_latency_ms: list[float] = field(default_factory=list)  # real milliseconds, create -> bound
     timeline: list[tuple[float, float]] = field(default_factory=list)
     wall_s: float = 0.0
     speedup: float | None = None
     watch_errors: int = 0
-    stop_signal: str = ""  # what the first rejection was read from: "pod" (PodScheduled) or "workload" (Kueue)
+    stop_signal: str = ""  # what the first rejection was read from: "pod" (PodScheduled), "workload" (Kueue) or "event" (gated)
     first_failure_kind: str = ""  # workload: "topology", "quota", ...
     reserved_unbound: int | None = None  # workload: pods reserved at the signal that were never bound
     reserved_after_signal: int | None = None  # workload: reservations arriving within 1 s after the signal
@@ -297,6 +353,7 @@ class KwokResult:
                 "split_gangs": self.split_gangs,
                 "mean_wait_s": r(sum(self.waits_s) / len(self.waits_s)) if self.waits_s else 0.0,
                 "p99_wait_s": pct(self.waits_s, 0.99), "waited": sum(1 for w in self.waits_s if w > 0),
+                "gang_waits_s": self.gang_waits_s,
                 "p50_bind_ms": pct(self.bind_latency_ms, 0.5), "p99_bind_ms": pct(self.bind_latency_ms, 0.99),
                 "wall_s": round(self.wall_s, 1), "speedup": self.speedup, "watch_errors": self.watch_errors,
                 "stop_signal": self.stop_signal, "first_failure_kind": self.first_failure_kind,
@@ -312,6 +369,10 @@ class ScenarioOptions:
     after_failure: int = 0  # fill: pods still submitted after the first failure
     settle_s: float = 20.0  # after the last arrival: wait this long at most for undecided pods
     create_workers: int = 8
+    # clique through the shipped admission webhook (its namespace opted in): gangs gated, planned once complete,
+    # pinned (pinning.py), as `clique.dev/scheduler=enabled` namespaces run; False: the per-pod filter path
+    gated: bool = False
+    preferred_wait_s: float = 0.0  # gated: clique.dev/topology-preferred-wait on gangs with a preferred level (real s)
 
 
 class ScenarioRun:
@@ -329,7 +390,8 @@ class ScenarioRun:
         self.labels, self.level_labels, self.opts, self.progress = labels, level_labels, opts, progress
         self.scenario = namespace
         names = dict(level_labels)
-        self.plans = [gang_pods(i, a.gang, SCHEDULER_NAME[scheduler], self.scenario, names)
+        wait = f"{max(1, round(opts.preferred_wait_s))}s" if scheduler == "clique" and opts.preferred_wait_s else None
+        self.plans = [gang_pods(i, a.gang, SCHEDULER_NAME[scheduler], self.scenario, names, wait)
                       for i, a in enumerate(arrivals)]
         self.workloads = None
         if scheduler == "kueue-tas":
@@ -342,6 +404,7 @@ class ScenarioRun:
                           for plans, a in zip(self.plans, arrivals)]
         self.workload_signal = scheduler == "kueue-tas"
         self.pending_grace_s = max(opts.pending_grace_s, KUEUE_PENDING_GRACE_S) if self.workload_signal \
+            else max(opts.pending_grace_s, GATED_PENDING_GRACE_S) if scheduler == "clique" and opts.gated \
             else opts.pending_grace_s
         self.by_pod = {p.name: p for plans in self.plans for p in plans}
         self.created: dict[str, float] = {}
@@ -355,6 +418,14 @@ class ScenarioRun:
             self.workloads = WorkloadObserver(
                 api_client, namespace, lambda pods, v, held: self.observer.reject(pods, f"Kueue {v.kind}: {v.message}",
                                                                                  v.kind, held))
+        elif scheduler == "clique" and opts.gated:
+            gangs: dict[str, list[str]] = {}
+            for p in self.by_pod.values():
+                gangs.setdefault(p.gang, []).append(p.name)
+            self.workloads = GatedWaitObserver(
+                api_client, namespace, lambda pod, reason, message: self.observer.reject(
+                    gangs.get(self.by_pod[pod].gang, [pod]) if pod in self.by_pod else [pod],
+                    f"clique {reason}: {message}", reason, None, signal="event"))
         self.pool = ThreadPoolExecutor(opts.create_workers)
         self.failures: list[str] = []
 
@@ -517,6 +588,19 @@ class ScenarioRun:
             if self._drain(0.1):
                 quiet_since = time.monotonic()
         self._drain(0.5)  # let the watch deliver what is already on its way
+        end = time.monotonic() + 5
+        while self._half_bound() and time.monotonic() < end:
+            self._drain(0.1)
+
+    def _half_bound(self) -> bool:
+        """Some gang has members bound and others not yet: a bind in flight (a gang that waited is bound member
+        by member; its waiting signal took it out of `undecided`), which the end of the run must not cut."""
+        pods = self.observer.pods
+        by_gang: dict[str, list[bool]] = {}
+        for name in self.created:
+            seen = pods.get(name)
+            by_gang.setdefault(self.by_pod[name].gang, []).append(bool(seen and seen.node))
+        return any(any(b) and not all(b) for b in by_gang.values())
 
     def _sample(self, res: KwokResult, x: float) -> None:
         res.timeline.append((x, self.observer.bound_gpus / self.total))
@@ -542,6 +626,7 @@ class ScenarioRun:
                     wait = (max(self.vbound.get(p.name, self.vcreated[p.name]) for p in plans)
                             - min(self.vcreated[p.name] for p in plans))
                     res.waits_s.append(max(0.0, wait))
+                    res.gang_waits_s[plans[0].gang] = round(res.waits_s[-1], 3)
                 if len(plans) > 1:
                     multi += 1
                     doms = {lv: len({self.labels[s.node].get(key, f"<{s.node}>") for s in bound})
@@ -648,12 +733,23 @@ def run_scenario(base: Snapshot, arrivals: Sequence[Arrival], timed: bool, opts:
         ext = None
         try:
             if "clique" in opts.schedulers:
+                gated = {}
+                if opts.gated:  # the shipped webhook (gates on, pins at release), namespace opted in
+                    from simulations.controlplane.pki import create_serving_certs
+                    from simulations.controlplane.processes import free_port
+
+                    gated = {"webhook_port": free_port(), "webhook_cert_dir": cp.workdir / "webhook-tls",
+                             "gate_gangs": True, "pin_at_creation": False}
+                    ca = create_serving_certs(gated["webhook_cert_dir"])
                 ext, port = start_extender(cp.kubeconfig, cp.workdir / "extender.log",
-                                           levels=[lbl for _, lbl in level_labels])
+                                           levels=[lbl for _, lbl in level_labels], **gated)
+                if opts.gated:
+                    _opt_in(cp, api, "scenario-clique", gated["webhook_port"], ca)
                 cp.start_scheduler(clique_scheduler_config(port), name="clique-scheduler")
             for n, sched in enumerate(opts.schedulers):
                 ns = f"scenario-{sched}"
-                cp.create_namespace(ns)
+                if not (sched == "clique" and opts.gated):  # made opted in above
+                    cp.create_namespace(ns)
                 if sched == "kueue-tas":
                     _kueue_queues(api, ns, nodes, [lbl for _, lbl in level_labels], say)
                 run = ScenarioRun(api, ns, sched, arrivals, timed, capacity, labels, level_labels, opts,
@@ -677,6 +773,35 @@ def run_scenario(base: Snapshot, arrivals: Sequence[Arrival], timed: bool, opts:
                 stop_extender(ext)
             api.close()
     return results
+
+
+def _opt_in(cp, api, ns: str, port: int, ca: bytes, timeout_s: float = 60) -> None:
+    """The shipped MutatingWebhookConfiguration on the extender's webhook at 127.0.0.1:`port`, and namespace `ns`
+    labelled as opted in; waits until a dry-run gang pod there comes out gated."""
+    from kubernetes import client
+
+    from scheduler.extender.pinning import GATE
+    from simulations.controlplane.webhook import OPT_IN, webhook_configuration
+
+    client.AdmissionregistrationV1Api(api).create_mutating_webhook_configuration(webhook_configuration(port, ca))
+    core = client.CoreV1Api(api)
+    cp.create_namespace(ns)
+    core.patch_namespace(ns, {"metadata": {"labels": OPT_IN}})
+    probe = {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": "gate-probe", "annotations": {"clique.dev/gang": "probe", "clique.dev/gang-size": "2"}},
+             "spec": {"schedulerName": "clique-scheduler", "containers": [{"name": "c", "image": "x"}]}}
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            gates = core.create_namespaced_pod(ns, probe, dry_run="All").spec.scheduling_gates or []
+            if any(g.name == GATE for g in gates):
+                return
+        except Exception:  # noqa: BLE001 - the webhook's port may not listen yet
+            pass
+        if time.monotonic() > end:
+            raise RuntimeError(f"the admission webhook on 127.0.0.1:{port} did not gate a gang pod in {ns} in "
+                               f"{timeout_s:g}s; see the extender's log")
+        time.sleep(0.2)
 
 
 def _kueue_queues(api, ns: str, nodes, level_labels: list[str], say) -> None:

@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--speedup", type=float, help="timed workloads: trace seconds per real second; whenever the "
                                                  "cluster is quiet the clock jumps to the next event anyway "
                                                  "(default: jumps only, event by event)")
+    k.add_argument("--gated", action="store_true",
+                   help="clique: its namespace opted in to the shipped admission webhook, so gangs are gated, "
+                        "planned once complete and pinned (timed workloads; default: the per-pod filter path)")
+    k.add_argument("--preferred-wait", type=float, metavar="TRACE_S",
+                   help="with --gated: gangs with a preferred level wait up to this long (trace seconds) for a place "
+                        "inside one domain of it (clique.dev/topology-preferred-wait)")
     k.add_argument("--window", type=int, default=64, help="fill workloads: pods created but not yet bound or "
                                                            "rejected, at most")
     k.add_argument("--after-failure", type=int, default=0, help="fill workloads: pods still created after the "
@@ -292,8 +298,18 @@ def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> 
     if bad or not schedulers:
         print(f"clique simulate --kwok: unknown schedulers {bad}; choose from {sorted(OFFLINE_TWIN)}", file=sys.stderr)
         return 2
+    wait = getattr(args, "preferred_wait", None)
+    problem = ("--gated needs a timed workload (a gated gang that waits never becomes Unschedulable, so a fill "
+               "would not stop)" if args.gated and not timed else
+               "--preferred-wait needs --gated and --speedup (it is written in trace seconds and the extender "
+               "waits in real ones)" if wait and not (args.gated and args.speedup) else
+               f"--preferred-wait must be >= 0 (got {wait:g})" if wait is not None and wait < 0 else "")
+    if problem:
+        print(f"clique simulate --kwok: {problem}", file=sys.stderr)
+        return 2
     opts = ScenarioOptions(schedulers=schedulers, speedup=args.speedup,
-                           window=args.window, after_failure=args.after_failure)
+                           window=args.window, after_failure=args.after_failure, gated=args.gated,
+                           preferred_wait_s=(wait or 0.0) / (args.speedup or 1.0))
     total = sum(h.gpus for h in base.hosts.values())
     workload, cluster = labels(args)
     print(f"[kwok] {len(base.hosts)} hosts, {total} GPUs; {len(arrivals)} gangs from {args.workload} "
@@ -321,7 +337,8 @@ def cmd_simulate_kwok(args: argparse.Namespace, base, arrivals, timed: bool) -> 
     src = data_source(args)
     out = {"simulation": "kwok-placement", "workload": args.workload, "cluster": args.cluster, "nodes": args.nodes,
            "node_stride": args.node_stride, "hosts": len(base.hosts), "gpus": total,
-           "mode": "timed" if timed else "fill", "window": args.window,
+           "mode": "timed" if timed else "fill", "window": args.window, "gated": args.gated,
+           "preferred_wait_trace_s": wait or 0.0,
            "real": "API server rows are the real systems (kube-scheduler, Clique, Kueue v0.17.0 on the local "
                    "control plane); offline rows are models",
            "attribution": ATTRIBUTION.get(src, "") if src else "",

@@ -33,6 +33,13 @@ settle      a gang that waited for room is tried again as the cluster changes; r
               once. Measured on the timed Dynamo mix with the real control plane (README, "Timed arrivals with
               the real Kueue"): the eager retry split gangs that one leaf held 0.7 s later.
 
+hold        a gang may ask to wait for one preferred domain (`clique.dev/topology-preferred-wait`, as Slurm's
+              `--switches=count@max-time`): when its plan would split that domain, it is not committed, and it is
+              planned again as the cluster changes, for at most that long from the first split plan; then it
+              takes the split place. A gang larger than every domain of that level is never held. Gated gangs
+              only (a pod pinned at creation whose plan splits is gated instead): the filter path has no place to
+              hold a pod but kube-scheduler's backoff.
+
 created     pinned at creation (the extender's admission webhook, `--pin-at-creation on`): the gate's one extra
               write per pod (the release patch, and its watch event to every pod watcher) is most of what gating
               adds to kube-apiserver's work per pod. The webhook sees each pod before it is stored, so for gangs
@@ -44,7 +51,7 @@ created     pinned at creation (the extender's admission webhook, `--pin-at-crea
               The routing MutatingAdmissionPolicy cannot do this: CEL cannot plan.
 
 `has_gate`, `other_gates`, `pin_patch`, `narrow_ops`, `creation_patch`, `creation_members`, `ungate_patch`,
-`pin_hosts` and `settled` are pure; `Pinner.admit` and `run` are the effects.
+`pin_hosts`, `settled`, `holds` and `fits_one_domain` are pure; `Pinner.admit` and `run` are the effects.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from scheduler.gangs import ROLE
+from scheduler.gangs import ROLE, TOPOLOGY_PREFERRED_WAIT
 
 if TYPE_CHECKING:
     from scheduler.extender.service import Extender
@@ -202,6 +209,16 @@ def settled(now: float, changed_at: float, burst_started: float) -> bool:
     return now - changed_at >= SETTLE_S or now - burst_started >= SETTLE_MAX_S
 
 
+def holds(now: float, first_split_at: float, wait_s: float) -> bool:
+    """Whether a gang whose plan splits its preferred domain still waits for one (see `hold`)."""
+    return wait_s > 0 and now - first_split_at < wait_s
+
+
+def fits_one_domain(demand_gpus: int, domain_gpus: Iterable[int]) -> bool:
+    """Whether some domain could hold the gang's GPUs were it empty (else waiting for one is waiting forever)."""
+    return any(g >= demand_gpus for g in domain_gpus)
+
+
 def splits(hosts: Iterable[str], domain_of: Mapping[str, str]) -> bool:
     """Whether planned hosts span more than one domain of a level (a host without the label is its own)."""
     return len({domain_of.get(h, "\0" + h) for h in hosts}) > 1
@@ -217,6 +234,8 @@ class Pinner:
         self.incomplete: dict[str, float] = {}  # gang key -> since when it has been seen with members missing
         self._index: tuple[int, str, dict[str, str], dict[str, list[str]]] | None = None
         self.settling: set[str] = set()  # retried gangs whose split plan waits for the cluster to settle
+        self.split_since: dict[str, float] = {}  # gangs that asked to wait (see `hold`) -> their first split plan
+        self.held: dict[str, float] = {}  # held gangs -> when their wait ends
         self._version, self._changed_at, self._burst_started = -1, 0.0, 0.0
 
     def _domains(self, label: str) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -242,11 +261,18 @@ class Pinner:
         if self.settling and settled(now, self._changed_at, self._burst_started):
             touched |= self.settling
             self.settling = set()
+        # a held gang whose wait is over is tried once more (its split place) even if nothing changed since
+        expired = {g for g, deadline in self.held.items() if now >= deadline}
+        for g in expired:
+            del self.held[g]
+        touched |= expired
         for gang_key in sorted(touched):
             version = state.version
             try:
                 if await self.release(gang_key):
                     self.waiting.pop(gang_key, None)
+                    self.split_since.pop(gang_key, None)
+                    self.held.pop(gang_key, None)
                 else:
                     self.waiting[gang_key] = (now, version)
             except asyncio.CancelledError:
@@ -270,6 +296,8 @@ class Pinner:
         gated = [p for p in pods if has_gate(p) and (p.get("spec") or {}).get("schedulerName") == ext.scheduler_name]
         if not gated:
             self.incomplete.pop(gang_key, None)
+            self.split_since.pop(gang_key, None)
+            self.held.pop(gang_key, None)
             return True
         if any(other_gates(p) for p in gated):
             return False  # another controller holds them: a change of their gates touches the gang again
@@ -313,6 +341,9 @@ class Pinner:
                 if not found.bound:
                     preemption.on_unschedulable(ext, first, gang)  # the freed domain becomes its reservation
                 return False
+            if self._held_for_one_domain(gang_key, gang, res, first, gang_pods):
+                ext.reservations.pop(gang.key, None)  # planned again as the cluster changes, or when the wait ends
+                return False
             if self._unsettled_split(gang_key, gang, res):
                 ext.reservations.pop(gang.key, None)  # planned again once the burst of changes is over
                 self.settling.add(gang_key)
@@ -351,7 +382,7 @@ class Pinner:
         already known without this reservation, no room, a member its gang's plan has no place for or a smaller
         one, and an extender whose watches have not synced yet."""
         from scheduler.extender.gangbook import not_terminating, pod_key
-        from scheduler.gangs import pod_request, recognize
+        from scheduler.gangs import pod_request, preferred_wait_s, recognize
 
         ext = self.extender
         if not all(e.is_set() for e in ext.state.synced.values()):
@@ -369,6 +400,9 @@ class Pinner:
             res, _ = ext.plan(gang, members, {}, nodes=None, pod=pod)
             if res is None:
                 return None  # plan() sent the reason as an Event; gated, the gang waits for room as usual
+            if preferred_wait_s(pod)[0] > 0 and self._split_preferred(gang, res) is not None:
+                ext.reservations.pop(gang.key, None)
+                return None  # it asked to wait for one preferred domain: gated, the pinner holds it (see `hold`)
             res.admitted = True
             ext.metrics.gangs.labels("pinned_at_creation").inc()
         elif not res.admitted:
@@ -386,13 +420,48 @@ class Pinner:
         hosts = pin_hosts(planned, *self._domains(level.label)) if level is not None else sorted(set(planned))
         return creation_patch(pod, hosts, host)
 
+    def _split_preferred(self, gang: Any, res: Any) -> Any:
+        """The preferred level whose domain the reservation's unclaimed places split, or None."""
+        if gang.preferred_level is None:
+            return None
+        level = next((lv for lv in self.extender.state.levels if gang.preferred_level in (lv.name, lv.label)), None)
+        if level is None or not splits(res.unclaimed_hosts(), self._domains(level.label)[0]):
+            return None
+        return level
+
+    def _held_for_one_domain(self, gang_key: str, gang: Any, res: Any, first: dict, gang_pods: list[dict]) -> bool:
+        """A gang that asked to wait for one preferred domain (see `hold`) and whose new plan splits it, still
+        within its wait: True, and a GangWaiting Event says so on its first hold."""
+        from scheduler.gangs import pod_request, preferred_wait_s
+
+        ext = self.extender
+        wait_s, problem = preferred_wait_s(first)
+        if problem:
+            ext.event(first, "BadAnnotation", problem, warning=True)
+        level = self._split_preferred(gang, res) if wait_s > 0 and not res.hosts else None
+        if level is None:
+            return False
+        demand = sum(pod_request(p).gpus for p in gang_pods)
+        _, domains = self._domains(level.label)
+        nodes = ext.state.nodes
+        capacity = (sum(nodes[n].gpus for n in members if nodes[n].schedulable) for members in domains.values())
+        if not fits_one_domain(demand, capacity):
+            return False
+        now = time.monotonic()
+        since = self.split_since.setdefault(gang_key, now)
+        if not holds(now, since, wait_s):
+            return False
+        if gang_key not in self.held:
+            ext.event(first, "GangWaiting", f"gang {gang.name}: its only places now span more than one {level.name}; "
+                      f"it waits for one {level.name} ({TOPOLOGY_PREFERRED_WAIT}: {wait_s:g}s from its first split "
+                      f"plan, {since + wait_s - now:.0f}s left), then takes them")
+        self.held[gang_key] = since + wait_s
+        return True
+
     def _unsettled_split(self, gang_key: str, gang: Any, res: Any) -> bool:
         """A retried gang (it waited for room) whose new plan splits its preferred domain while the cluster is
         still changing (see `settle` in the module docstring)."""
-        if gang_key not in self.waiting or gang.preferred_level is None or res.hosts:
-            return False
-        level = next((lv for lv in self.extender.state.levels if gang.preferred_level in (lv.name, lv.label)), None)
-        if level is None or not splits(res.unclaimed_hosts(), self._domains(level.label)[0]):
+        if gang_key not in self.waiting or res.hosts or self._split_preferred(gang, res) is None:
             return False
         return not settled(time.monotonic(), self._changed_at, self._burst_started)
 

@@ -14,7 +14,8 @@ from scheduler.placement import all_policies
 from scheduler.placement.snapshots import snapshot_from_spec
 from simulations.kwok_scenario import ScenarioOptions, run_scenario
 from simulations.placement_sim import simulate
-from simulations.workloads import dynamo_mix
+from scheduler.placement.types import Gang, Role
+from simulations.workloads import Arrival, dynamo_mix
 from topology.spec import parse_cluster_spec
 
 SMALL = {"name": "small",
@@ -69,6 +70,27 @@ def test_timed_dynamo_mix_binds_gangs_whole_and_deletes_them_when_the_trace_says
     for level in ("spine", "leaf"):  # the real run keeps gangs together as the offline model does, give or take
         assert r["one_domain_share"][level] >= twin["one_domain_share"][level] - 0.2, (r, twin)
     assert r["speedup"] == 10 and len([w for w in results[0].waits_s if w >= 0]) == r["placed"]
+
+
+def test_a_gated_gang_that_asks_to_wait_for_one_leaf_waits_for_a_departure_instead_of_splitting():
+    """Gated through the shipped webhook (--gated): two 3-host gangs leave one host free in each 4-host leaf, so the
+    third gang (2 hosts, preferred leaf, clique.dev/topology-preferred-wait 120 trace-s) could only go split; it
+    holds, and takes the leaf the 30 s gang frees."""
+    spec = parse_cluster_spec({"name": "two-leaves", "levels": [{"name": "leaf", "label": "clique.dev/leaf",
+                                                                  "hostsPerDomain": 4}],
+                               "pools": [{"name": "p", "hosts": 8, "gpus": 8}]})
+    gang = lambda name, hosts: Gang(name, (Role("worker", hosts, 8),), preferred_level="leaf")  # noqa: E731
+    arrivals = [Arrival(0, gang("long", 3), 600), Arrival(1, gang("short", 3), 30), Arrival(2, gang("waits", 2), 600),
+                Arrival(60, Gang("last", (Role("pod", 1, 1),)), None)]  # the run ends at the last arrival
+    log: list[str] = []
+    (res,) = run_scenario(snapshot_from_spec(spec), arrivals, True,
+                          ScenarioOptions(schedulers=("clique",), speedup=10, settle_s=10, gated=True,
+                                          preferred_wait_s=12), say=log.append)
+    r = res.summary()
+    assert r["placed"] == 4 and r["partial_gangs"] == 0 and r["watch_errors"] == 0, (r, log)
+    assert r["gang_domains"]["waits"] == {"leaf": 1}, r["gang_domains"]
+    assert r["gang_domains"]["long"] == r["gang_domains"]["short"] == {"leaf": 1}
+    assert r["gang_waits_s"]["waits"] >= 25, r["gang_waits_s"]  # bound after the short gang left (trace time 31)
 
 
 def test_replay_on_the_control_plane_runs_the_real_planner_and_reports_it_beside_the_offline_run(tmp_path):

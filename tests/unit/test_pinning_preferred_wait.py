@@ -9,39 +9,23 @@ import asyncio
 from hypothesis import given, strategies as st
 
 from scheduler.extender import pinning
-from scheduler.extender.pinning import GATE, Pinner, fits_one_domain, holds
+from scheduler.extender.pinning import Pinner, fits_one_domain, holds
 from scheduler.extender.service import Extender
 from scheduler.extender.state import ClusterState
 from scheduler.gangs import MAX_PREFERRED_WAIT_S, TOPOLOGY_PREFERRED_WAIT, preferred_wait_s
 from simulations.controlplane.kwok_nodes import node_manifest
 from topology.levels import preset
 from topology.spec import parse_cluster_spec
+from tests.unit.test_pinning_settle import Clock, _names, _pod as settle_pod
 
 NEW = "default/clique/new"
 
 
 def _pod(name: str, gang: str | None, size: int, node: str | None = None, wait: str | None = None) -> dict:
-    ann = {"clique.dev/gang": gang, "clique.dev/gang-size": str(size),
-           "clique.dev/topology-preferred": "clique.dev/leaf"} if gang else {}
+    pod = settle_pod(name, gang, size, node)
     if wait is not None:
-        ann[TOPOLOGY_PREFERRED_WAIT] = wait
-    spec = {"schedulerName": "clique-scheduler",
-            "containers": [{"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}
-    if node:
-        spec["nodeName"] = node
-    else:
-        spec["schedulingGates"] = [{"name": GATE}]
-    return {"apiVersion": "v1", "kind": "Pod", "spec": spec,
-            "metadata": {"name": name, "namespace": "default", "uid": name, "annotations": ann},
-            "status": {"phase": "Running" if node else "Pending"}}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+        pod["metadata"]["annotations"][TOPOLOGY_PREFERRED_WAIT] = wait
+    return pod
 
 
 class Run:
@@ -82,16 +66,6 @@ class Run:
         names = {v for ops in self.released.values() for op in ops if "affinity" in str(op.get("path"))
                  for v in _names(op["value"])}
         return {self.hosts.index(n) // 4 for n in names}
-
-
-def _names(value) -> list[str]:
-    if isinstance(value, dict):
-        if value.get("key") == "metadata.name":
-            return list(value.get("values") or [])
-        return [n for v in value.values() for n in _names(v)]
-    if isinstance(value, list):
-        return [n for v in value for n in _names(v)]
-    return []
 
 
 def test_a_gang_without_the_annotation_takes_its_split_place_at_once(monkeypatch):

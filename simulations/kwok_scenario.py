@@ -424,8 +424,8 @@ class ScenarioRun:
                 gangs.setdefault(p.gang, []).append(p.name)
             self.workloads = GatedWaitObserver(
                 api_client, namespace, lambda pod, reason, message: self.observer.reject(
-                    gangs.get(self.by_pod[pod].gang, [pod]) if pod in self.by_pod else [pod],
-                    f"clique {reason}: {message}", reason, None, signal="event"))
+                    gangs[self.by_pod[pod].gang], f"clique {reason}: {message}", reason, None, signal="event")
+                if pod in self.by_pod else None)  # not the scenario's pod (a probe): nothing waits
         self.pool = ThreadPoolExecutor(opts.create_workers)
         self.failures: list[str] = []
 

@@ -400,7 +400,8 @@ class Pinner:
             res, _ = ext.plan(gang, members, {}, nodes=None, pod=pod)
             if res is None:
                 return None  # plan() sent the reason as an Event; gated, the gang waits for room as usual
-            if preferred_wait_s(pod)[0] > 0 and self._split_preferred(gang, res) is not None:
+            if (preferred_wait_s(pod)[0] > 0 and self._split_preferred(gang, res) is not None
+                    and self._fits_one_domain(gang, members)):
                 ext.reservations.pop(gang.key, None)
                 return None  # it asked to wait for one preferred domain: gated, the pinner holds it (see `hold`)
             res.admitted = True
@@ -432,7 +433,7 @@ class Pinner:
     def _held_for_one_domain(self, gang_key: str, gang: Any, res: Any, first: dict, gang_pods: list[dict]) -> bool:
         """A gang that asked to wait for one preferred domain (see `hold`) and whose new plan splits it, still
         within its wait: True, and a GangWaiting Event says so on its first hold."""
-        from scheduler.gangs import pod_request, preferred_wait_s
+        from scheduler.gangs import preferred_wait_s
 
         ext = self.extender
         wait_s, problem = preferred_wait_s(first)
@@ -441,11 +442,7 @@ class Pinner:
         level = self._split_preferred(gang, res) if wait_s > 0 and not res.hosts else None
         if level is None:
             return False
-        demand = sum(pod_request(p).gpus for p in gang_pods)
-        _, domains = self._domains(level.label)
-        nodes = ext.state.nodes
-        capacity = (sum(nodes[n].gpus for n in members if nodes[n].schedulable) for members in domains.values())
-        if not fits_one_domain(demand, capacity):
+        if not self._fits_one_domain(gang, gang_pods):
             return False
         now = time.monotonic()
         since = self.split_since.setdefault(gang_key, now)
@@ -457,6 +454,18 @@ class Pinner:
                       f"plan, {since + wait_s - now:.0f}s left), then takes them")
         self.held[gang_key] = since + wait_s
         return True
+
+    def _fits_one_domain(self, gang: Any, pods: list) -> bool:
+        """Whether one domain of the gang's preferred level could hold its GPUs were it empty (fits_one_domain)."""
+        from scheduler.gangs import pod_request
+
+        level = next((lv for lv in self.extender.state.levels if gang.preferred_level in (lv.name, lv.label)), None)
+        if level is None:
+            return False
+        nodes = self.extender.state.nodes
+        capacity = (sum(nodes[n].gpus for n in names if nodes[n].schedulable)
+                    for names in self._domains(level.label)[1].values())
+        return fits_one_domain(sum(pod_request(p).gpus for p in pods), capacity)
 
     def _unsettled_split(self, gang_key: str, gang: Any, res: Any) -> bool:
         """A retried gang (it waited for room) whose new plan splits its preferred domain while the cluster is
@@ -478,4 +487,8 @@ async def run(extender: "Extender", interval_s: float = 0.05, pinner: Pinner | N
             await pinner.tick()
         else:  # kept for the takeover, but only gangs that still have pods (a standby may wait for weeks)
             state.gated_gangs.intersection_update(state.gang_index)
+            # what it waited for and since when is the acting extender's now (leadership.py: a standby keeps nothing)
+            for kept in (pinner.waiting, pinner.split_since, pinner.held):
+                kept.clear()
+            pinner.settling.clear()
         await asyncio.sleep(interval_s)

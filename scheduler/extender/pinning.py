@@ -36,7 +36,7 @@ settle      a gang that waited for room is tried again as the cluster changes; r
 hold        a gang may ask to wait for one preferred domain (`clique.dev/topology-preferred-wait`, as Slurm's
               `--switches=count@max-time`): when its plan would split that domain, it is not committed, and it is
               planned again as the cluster changes, for at most that long from the first split plan; then it
-              takes the split place. A gang larger than every domain of that level is never held. Gated gangs
+              takes the split place. A gang no domain of that level could hold, were it empty, is never held. Gated gangs
               only (a pod pinned at creation whose plan splits is gated instead): the filter path has no place to
               hold a pod but kube-scheduler's backoff.
 
@@ -59,7 +59,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from scheduler.gangs import ROLE, TOPOLOGY_PREFERRED_WAIT
 
@@ -214,9 +214,24 @@ def holds(now: float, first_split_at: float, wait_s: float) -> bool:
     return wait_s > 0 and now - first_split_at < wait_s
 
 
-def fits_one_domain(demand_gpus: int, domain_gpus: Iterable[int]) -> bool:
-    """Whether some domain could hold the gang's GPUs were it empty (else waiting for one is waiting forever)."""
-    return any(g >= demand_gpus for g in domain_gpus)
+def fits_one_domain(requests: Iterable[Sequence[int]], domains: Iterable[Iterable[Sequence[int]]]) -> bool:
+    """Whether some domain, were it empty, could hold every member: each request (GPUs, CPU millis, memory, one
+    pod) on one host's allocatable (the same four), first fit, largest first. Else waiting for one domain is
+    waiting for ever. A domain's GPU total is not enough: 32 GPUs on eight 4-GPU hosts hold no 8-GPU member.
+    First fit may say no where a cleverer packing fits (the gang then takes its split place at once, as with no
+    wait); it never says yes where nothing fits."""
+    order = sorted((tuple(r) for r in requests), reverse=True)
+    for hosts in domains:
+        free = [list(h) for h in hosts]
+        for req in order:
+            host = next((f for f in free if all(a <= b for a, b in zip(req, f))), None)
+            if host is None:
+                break
+            for i, a in enumerate(req):
+                host[i] -= a
+        else:
+            return True
+    return False
 
 
 def splits(hosts: Iterable[str], domain_of: Mapping[str, str]) -> bool:
@@ -341,11 +356,15 @@ class Pinner:
                 if not found.bound:
                     preemption.on_unschedulable(ext, first, gang)  # the freed domain becomes its reservation
                 return False
+            # clique_gangs_total counts every plan made as `planned`; one of these two drops is counted again as
+            # `held` or `settling`, so committed plans are planned - held - settling
             if self._held_for_one_domain(gang_key, gang, res, first, gang_pods):
                 ext.reservations.pop(gang.key, None)  # planned again as the cluster changes, or when the wait ends
+                ext.metrics.gangs.labels("held").inc()
                 return False
             if self._unsettled_split(gang_key, gang, res):
                 ext.reservations.pop(gang.key, None)  # planned again once the burst of changes is over
+                ext.metrics.gangs.labels("settling").inc()
                 self.settling.add(gang_key)
                 log.info("gang %s: its plan splits its preferred domain while the cluster is still changing; "
                          "planned again once it settles", gang.key)
@@ -403,6 +422,7 @@ class Pinner:
             if (preferred_wait_s(pod)[0] > 0 and self._split_preferred(gang, res) is not None
                     and self._fits_one_domain(gang, members)):
                 ext.reservations.pop(gang.key, None)
+                ext.metrics.gangs.labels("held").inc()
                 return None  # it asked to wait for one preferred domain: gated, the pinner holds it (see `hold`)
             res.admitted = True
             ext.metrics.gangs.labels("pinned_at_creation").inc()
@@ -456,16 +476,18 @@ class Pinner:
         return True
 
     def _fits_one_domain(self, gang: Any, pods: list) -> bool:
-        """Whether one domain of the gang's preferred level could hold its GPUs were it empty (fits_one_domain)."""
+        """Whether one domain of the gang's preferred level could hold its members were it empty (fits_one_domain,
+        on the schedulable nodes' allocatable)."""
         from scheduler.gangs import pod_request
 
         level = next((lv for lv in self.extender.state.levels if gang.preferred_level in (lv.name, lv.label)), None)
         if level is None:
             return False
         nodes = self.extender.state.nodes
-        capacity = (sum(nodes[n].gpus for n in names if nodes[n].schedulable)
-                    for names in self._domains(level.label)[1].values())
-        return fits_one_domain(sum(pod_request(p).gpus for p in pods), capacity)
+        requests = [(q.gpus, q.cpu_millis, q.memory, 1) for q in map(pod_request, pods)]
+        domains = ([(nodes[n].gpus, nodes[n].cpu_millis, nodes[n].memory, nodes[n].pods) for n in names
+                    if n in nodes and nodes[n].schedulable] for names in self._domains(level.label)[1].values())
+        return fits_one_domain(requests, domains)
 
     def _unsettled_split(self, gang_key: str, gang: Any, res: Any) -> bool:
         """A retried gang (it waited for room) whose new plan splits its preferred domain while the cluster is

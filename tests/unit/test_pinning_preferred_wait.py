@@ -89,6 +89,9 @@ def test_a_gang_that_asks_to_wait_is_held_and_takes_one_leaf_when_it_frees(monke
     run.tick(2)  # past the settle rule's quiet second
     assert len(run.released) == 4 and run.leaves() == {0}, run.leaves()
     assert NEW not in run.pinner.held and NEW not in run.pinner.split_since
+    gangs = {o: run.ext.metrics.registry.get_sample_value("clique_gangs_total", {"outcome": o}) or 0
+             for o in ("planned", "held", "settling")}
+    assert gangs["held"] >= 1 and gangs["planned"] - gangs["held"] - gangs["settling"] == 1, gangs  # one committed
 
 
 def test_a_held_gang_takes_its_split_place_when_its_wait_ends_though_nothing_changed(monkeypatch):
@@ -145,7 +148,26 @@ def test_a_hold_once_over_stays_over_and_none_outlasts_its_wait(since, offsets, 
     assert holds(since, since, wait) == (wait > 0)
 
 
-def test_a_gang_fits_one_domain_only_if_some_domain_holds_all_its_gpus():
-    assert fits_one_domain(32, [16, 32])
-    assert not fits_one_domain(33, [16, 32])
-    assert not fits_one_domain(8, [])
+GPU8 = (8, 1000, 2**30, 1)  # an 8-GPU member: GPUs, CPU millis, memory, one pod
+HOST8, HOST4 = (8, 64000, 2**40, 110), (4, 64000, 2**40, 110)
+
+
+def test_a_gang_fits_one_domain_only_if_one_domains_hosts_hold_every_member():
+    assert fits_one_domain([GPU8] * 4, [[HOST8] * 2, [HOST8] * 4])
+    assert not fits_one_domain([GPU8] * 5, [[HOST8] * 2, [HOST8] * 4])
+    assert not fits_one_domain([GPU8], [])
+    # 32 GPUs in the domain, but on 4-GPU hosts: no 8-GPU member fits any of them
+    assert not fits_one_domain([GPU8] * 4, [[HOST4] * 8])
+    # GPUs enough, but one host's pod slots (or CPU) run out
+    assert not fits_one_domain([(1, 100, 1, 1)] * 3, [[(8, 64000, 2**40, 2)]])
+    assert not fits_one_domain([(1, 40000, 1, 1)] * 2, [[(8, 64000, 2**40, 110)]])
+    # a frontend without GPUs beside the workers
+    assert fits_one_domain([GPU8, GPU8, (0, 2000, 2**30, 1)], [[HOST8, HOST8]])
+
+
+@given(st.integers(1, 8), st.integers(1, 4), st.integers(0, 12), st.integers(0, 16), st.integers(1, 16))
+def test_identical_members_fit_exactly_when_the_hosts_slots_add_up(gpus, cpus, members, hosts, host_gpus):
+    """For identical members on identical hosts first fit is exact: each host holds floor(capacity / request)."""
+    per_host = min(host_gpus // gpus, 8 // cpus)
+    fits = fits_one_domain([(gpus, cpus, 0, 1)] * members, [[(host_gpus, 8, 0, 110)] * hosts])
+    assert fits == (members <= per_host * hosts)

@@ -36,9 +36,11 @@ settle      a gang that waited for room is tried again as the cluster changes; r
 hold        a gang may ask to wait for one preferred domain (`clique.dev/topology-preferred-wait`, as Slurm's
               `--switches=count@max-time`): when its plan would split that domain, it is not committed, and it is
               planned again as the cluster changes, for at most that long from the first split plan; then it
-              takes the split place. A gang no domain of that level could hold, were it empty, is never held. Gated gangs
-              only (a pod pinned at creation whose plan splits is gated instead): the filter path has no place to
-              hold a pod but kube-scheduler's backoff.
+              takes the split place. A gang no domain of that level could hold, were it empty, is never held
+              (judged on the schedulable nodes' allocatable: a domain whose nodes the pods' own selectors or
+              tolerations refuse still counts, so such a gang waits out its wait). Gated gangs only (a pod
+              pinned at creation whose plan splits is gated instead): the filter path has no place to hold a pod
+              but kube-scheduler's backoff.
 
 created     pinned at creation (the extender's admission webhook, `--pin-at-creation on`): the gate's one extra
               write per pod (the release patch, and its watch event to every pod watcher) is most of what gating
@@ -356,8 +358,8 @@ class Pinner:
                 if not found.bound:
                     preemption.on_unschedulable(ext, first, gang)  # the freed domain becomes its reservation
                 return False
-            # clique_gangs_total counts every plan made as `planned`; one of these two drops is counted again as
-            # `held` or `settling`, so committed plans are planned - held - settling
+            # clique_gangs_total counts every plan made as `planned`; a plan one of these two drops is counted
+            # again as `held` or `settling` (so a held gang's retries show as such, not as gangs placed)
             if self._held_for_one_domain(gang_key, gang, res, first, gang_pods):
                 ext.reservations.pop(gang.key, None)  # planned again as the cluster changes, or when the wait ends
                 ext.metrics.gangs.labels("held").inc()

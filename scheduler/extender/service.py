@@ -57,8 +57,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.latency = Histogram("clique_extender_request_seconds", "Extender request latency", ["verb"],
                                  registry=self.registry, buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .5, 1, 5, 30))
-        # outcomes: planned (every plan made), held / settling (a plan a wait dropped, counted again), bound,
-        # rolled_back, timed_out, expired, unschedulable, pinned, pinned_at_creation, pin_failed
+        # outcomes: planned (every plan made), held / settling (of those, plans a preferred wait or the settle
+        # rule dropped), bound, rolled_back, timed_out, expired, unschedulable, pinned, pinned_at_creation,
+        # pin_failed, completed, completion_failed
         self.gangs = Counter("clique_gangs_total", "Gangs by outcome", ["outcome"], registry=self.registry)
         self.reasons = Counter("clique_unschedulable_total", "Unschedulable answers by kind", ["kind"],
                                registry=self.registry)

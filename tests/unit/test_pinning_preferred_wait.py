@@ -91,7 +91,8 @@ def test_a_gang_that_asks_to_wait_is_held_and_takes_one_leaf_when_it_frees(monke
     assert NEW not in run.pinner.held and NEW not in run.pinner.split_since
     gangs = {o: run.ext.metrics.registry.get_sample_value("clique_gangs_total", {"outcome": o}) or 0
              for o in ("planned", "held", "settling")}
-    assert gangs["held"] >= 1 and gangs["planned"] - gangs["held"] - gangs["settling"] == 1, gangs  # one committed
+    # here (no other gang, no preemption) every plan is this gang's: all but the committed one were dropped
+    assert gangs["held"] >= 1 and gangs["planned"] - gangs["held"] - gangs["settling"] == 1, gangs
 
 
 def test_a_held_gang_takes_its_split_place_when_its_wait_ends_though_nothing_changed(monkeypatch):
